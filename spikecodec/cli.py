@@ -1,0 +1,382 @@
+"""The spikecodec command line (click).
+
+Each command keeps the work in library functions; the command parses options, reports progress
+and turns library errors into one-line messages with a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import click
+
+from spikecodec import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="spikecodec")
+def main() -> None:
+    """Compress spike-camera streams for machines and people (SCI).
+
+    \b
+    Typical use:
+      spikecodec simulate still photo.png -o scene.dat     # make a spike stream
+      spikecodec reconstruct scene.dat -o scene.mp4         # TFP / TFI video from raw spikes
+      spikecodec info stream.sci --json                     # inspect a bitstream
+    """
+
+
+# --- section: simulate / datasets (owner: simulator + data_tools) ---------------------------
+
+
+@main.group("simulate")
+def simulate_group() -> None:
+    """Simulate spike streams: a still image seen by a moving camera, or the datasets.
+
+    \b
+      spikecodec simulate still photo.png -o scene.dat --frames 400 --speed 0.3
+      spikecodec simulate smotion --split test -o data/smotion_test.h5
+      spikecodec simulate smnist --split train -o data/smnist_train.h5
+    """
+
+
+@simulate_group.command("still")
+@click.argument("image", required=False, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Spike stream to write: .dat (raw camera layout), .npz or .h5.")
+@click.option("--frames", "num_frames", type=click.IntRange(min=1), default=400, show_default=True,
+              help="Spike frames to simulate.")
+@click.option("--speed", type=click.FloatRange(min=0, max=50), default=0.3, show_default=True,
+              help="Mean image-plane speed of the camera motion, px per spike frame.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of motion and spikes.")
+@click.option("--height", "-H", type=click.IntRange(min=2), default=250, show_default=True)
+@click.option("--width", "-W", type=click.IntRange(min=2), default=400, show_default=True)
+@click.option("--rate", type=click.FloatRange(min=0, max=1, min_open=True), default=0.6,
+              show_default=True,
+              help="Conversion rate: firing probability per frame at intensity 1.")
+@click.option("--rotation/--no-rotation", default=True, show_default=True,
+              help="Let the camera rotate as well as translate.")
+@click.option("--zoom/--no-zoom", default=True, show_default=True, help="Let the camera zoom.")
+@click.option("--dark-current", type=click.FloatRange(min=0, max=1, max_open=True), default=0.0,
+              show_default=True, help="Mean extra-spike probability per pixel and spike frame.")
+@click.option("--threshold-sigma", type=click.FloatRange(min=0, max=1), default=0.0,
+              show_default=True, help="Per-pixel threshold mismatch (relative standard deviation).")
+@click.option("--gt", "gt_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the ground truth to this .npz: gt (T, H, W) uint8 intensity * 255 "
+                   "at every spike frame, moments (spike index of each gt frame).")
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+def simulate_still_command(image, output, num_frames, speed, seed, height, width, rate, rotation,
+                           zoom, dark_current, threshold_sigma, gt_path, force) -> None:
+    """Simulate a spike stream of IMAGE seen by a randomly moving camera.
+
+    The camera translates along a turning path (and rotates / zooms unless told not to) at a
+    measured mean speed of --speed px per spike frame; the image is upscaled if the path needs
+    more than it holds. Without IMAGE, the shipped sample photograph is used.
+    """
+    import os
+    import secrets
+    import time
+    from pathlib import Path
+
+    import numpy as np
+
+    from spikecodec import io as spike_io
+    from spikecodec import simulate as sim
+
+    started = time.perf_counter()
+    outputs = [Path(output)] + ([Path(gt_path)] if gt_path else [])
+    if gt_path and Path(gt_path).suffix.lower() != ".npz":
+        raise click.BadParameter("the ground truth is written as .npz", param_hint="--gt")
+    for path in outputs:
+        if path.exists() and not force:
+            raise click.ClickException(f"{path} exists; use --force to overwrite it")
+    if image is None:
+        image = Path(__file__).resolve().parent / "data" / "sample.png"
+    try:
+        import imageio.v3 as iio
+
+        picture = sim.to_intensity(iio.imread(image))
+    except (OSError, ValueError, SyntaxError) as error:
+        raise click.ClickException(f"cannot use image {image}: {error}") from None
+
+    rng = np.random.default_rng(seed)
+    try:
+        motion = sim.random_camera_motion(rng, num_frames, speed, height, width,
+                                          rotation=rotation, zoom=zoom)
+        working, motion = sim.fit_motion_to_image(picture, motion, rng, height, width)
+        frames = sim.iter_still_intensity(working, motion, height, width)
+        stream = sim.iter_simulation(frames, rate=rate, dark_current=dark_current,
+                                     threshold_sigma=threshold_sigma, intensity_levels=256,
+                                     seed=rng.spawn(1)[0])
+        gt = np.empty((num_frames, height, width), dtype=np.uint8) if gt_path else None
+        spike_count = 0
+        block: list[np.ndarray] = []
+        with spike_io.open_spike_writer(output, height, width) as writer:
+            for t, (spikes, intensity) in enumerate(stream):
+                block.append(spikes)
+                spike_count += int(spikes.sum())
+                if gt is not None:
+                    gt[t] = np.round(intensity * 255.0)
+                if len(block) == 256:
+                    writer.write(np.stack(block))
+                    block = []
+            if block:
+                writer.write(np.stack(block))
+        if gt is not None:
+            gt_target = Path(gt_path)
+            temp = gt_target.parent / f".{gt_target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+            try:
+                with open(temp, "xb") as handle:
+                    np.savez_compressed(
+                        handle, gt=gt, moments=np.arange(num_frames, dtype=np.int64),
+                        conversion_rate=np.float64(rate), mean_speed=np.float64(
+                            motion.mean_speed(height, width)),
+                        height=np.int64(height), width=np.int64(width),
+                    )
+                os.replace(temp, gt_target)
+            finally:
+                temp.unlink(missing_ok=True)
+    except (ValueError, RuntimeError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    firing = spike_count / (num_frames * height * width)
+    click.echo(
+        f"simulated {num_frames} spike frames of {height}x{width} at mean speed "
+        f"{motion.mean_speed(height, width):.3f} px/frame (firing rate {firing:.3f}) -> "
+        f"{', '.join(map(str, outputs))} in {time.perf_counter() - started:.1f} s"
+    )
+
+
+def _register_dataset_commands() -> None:
+    from data_tools.cli import smnist_command, smotion_command
+
+    simulate_group.add_command(smotion_command, "smotion")
+    simulate_group.add_command(smnist_command, "smnist")
+
+
+_register_dataset_commands()
+
+# --- end section: simulate -------------------------------------------------------------------
+
+
+# --- section: reconstruct (owner: baselines) -------------------------------------------------
+
+def _spike_input_options(function):
+    """--height/--width/--head-columns, shared by every command that reads a spike stream."""
+    from spikecodec import DEFAULT_HEIGHT, DEFAULT_WIDTH
+
+    function = click.option(
+        "--head-columns", type=click.IntRange(min=0), default=0, show_default=True,
+        help="Extra columns at the end of each stored line to drop (16 for 416-wide cameras).",
+    )(function)
+    function = click.option(
+        "--width", "-W", type=click.IntRange(min=1), default=None,
+        help=f"Pixels per line of a .dat file [default: {DEFAULT_WIDTH}]; .npz/.h5 store it.",
+    )(function)
+    function = click.option(
+        "--height", "-H", type=click.IntRange(min=1), default=None,
+        help=f"Lines per frame of a .dat file [default: {DEFAULT_HEIGHT}]; .npz/.h5 store it.",
+    )(function)
+    return function
+
+
+@main.command()
+@click.argument("spikes_path", metavar="IN", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="OUT.mp4 (plus OUT.timestamps.json), OUT.npz, OUT.h5, or a directory for PNGs.")
+@_spike_input_options
+@click.option("--method", type=click.Choice(["tfp", "tfi"]), default="tfp", show_default=True,
+              help="TFP: spike count over a window; TFI: inverse inter-spike interval.")
+@click.option("--window", type=click.IntRange(min=1), default=41, show_default=True,
+              help="TFP window in spike frames, centred on each moment.")
+@click.option("--stride", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Spike frames between output frames (20 = 1,000 fps at 20 kHz).")
+@click.option("--phase", type=click.IntRange(min=0), default=None,
+              help="A spike index that is a moment; default: the first whose window fits.")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=0.6, show_default=True,
+              help="Conversion rate: firing probability per frame at intensity 1.")
+@click.option("--spike-rate", type=click.FloatRange(min=0, min_open=True), default=20_000,
+              show_default=True, help="Spike frames per second of the camera (for timestamps).")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              help="Playback rate of an .mp4 output (not the capture rate).")
+@click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
+def reconstruct(spikes_path, output, height, width, head_columns, method, window, stride, phase,
+                rate, spike_rate, fps, force):
+    """Reconstruct a video from raw spikes IN (.dat, .npz, .h5) with TFP or TFI.
+
+    Each output frame belongs to a moment (a spike-frame index), recorded as its timestamp.
+    """
+    import time
+
+    from spikecodec.reconstruct import reconstruct_stream
+
+    started = time.perf_counter()
+    try:
+        frames, moments = reconstruct_stream(
+            spikes_path, method=method, window=window, stride=stride, phase=phase, rate=rate,
+            height=height, width=width, head_columns=head_columns, progress=True,
+        )
+        from spikecodec.outputs import write_frames
+
+        written = write_frames(output, frames, moments, spike_rate_hz=spike_rate, fps=fps,
+                               force=force, metadata={"method": method, "source": str(spikes_path)})
+    except (ValueError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{method.upper()}: {len(moments)} frames (moments {moments[0]}..{moments[-1]}, "
+               f"stride {stride}) -> {', '.join(map(str, written))} "
+               f"in {time.perf_counter() - started:.1f} s")
+
+
+# --- end section: reconstruct ----------------------------------------------------------------
+
+
+# --- section: info (owner: bitstream) --------------------------------------------------------
+
+
+def _info_text(summary, path: str) -> str:
+    """Human-readable report of a StreamSummary (``spikecodec info`` without --json)."""
+    lines = [f"file           {path} ({summary.file_size} bytes)"]
+    if summary.version is not None:
+        lines.append(f"format         SCI {summary.version[0]}.{summary.version[1]}")
+    h = summary.header
+    if h is not None:
+        lines += [
+            f"stream         {h.height} x {h.width} px, {h.spike_frames} spike frames at "
+            f"{h.spike_rate_hz} Hz",
+            f"moments        window {h.window}, stride {h.stride}, phase {h.phase}, "
+            f"GOP {h.gop_length}",
+            f"quality        {h.quality} ({'lossless' if h.lossless else 'lossy'})",
+            f"conversion     {h.conversion_rate:g}",
+            f"model          {h.model_id} (weights sha256 {h.model_sha256.hex()})",
+            f"entropy coder  {h.entropy_coder}",
+        ]
+    kinds = [f.frame_type for f in summary.frames]
+    lines.append(f"frames         {len(kinds)} ({kinds.count('I')} I, {kinds.count('P')} P)")
+    if summary.bpp is not None:
+        lines.append(f"bpp            {summary.bpp:.6f}")
+    if summary.frames:
+        lines.append("    #  type  spike_t     bytes  latents (name[shape]: string bytes)")
+        for f in summary.frames:
+            latents = "  ".join(
+                f"{lt['name']}[{'x'.join(map(str, lt['shape']))}]: "
+                + "+".join(map(str, lt["string_sizes"]))
+                for lt in f.latents
+            )
+            lines.append(
+                f"{f.moment_index:5d}  {f.frame_type:4s}  {f.spike_time:7d}  {f.size:8d}  {latents}"
+            )
+    for item in summary.info:
+        lines.append(f"info unit      {item}")
+    for unit_type, offset in summary.skipped_units:
+        lines.append(f"skipped        unknown ancillary unit {unit_type!r} at byte {offset}")
+    if summary.error is None:
+        seek = summary.seek_index
+        lines.append(
+            f"integrity      {summary.units_checked} unit CRCs OK, frame count matches the end "
+            f"unit, seek index {'absent' if seek is None else f'OK ({len(seek)} I frames)'}"
+        )
+        lines.append(
+            f"end hash       sha256 {summary.end.content_hash.hex()} (content hash of the "
+            "latents; checked when decoding)"
+        )
+    for warning in summary.warnings:
+        lines.append(f"warning        {warning}")
+    if summary.error is not None:
+        lines.append(f"DAMAGED        {type(summary.error).__name__}: {summary.error}")
+    return "\n".join(lines)
+
+
+@main.command("info")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+def info(file: str, as_json: bool) -> None:
+    """Show what is inside a .sci bitstream and check its integrity.
+
+    Reports the sequence header, each frame's type, moment, spike time and size, the rate in
+    bits per spike pixel, and whether every CRC, the frame count and the seek index check out.
+
+    \b
+    Exit status:
+      0  valid
+      3  damaged: truncated, CRC mismatch, malformed or implausible unit, unknown critical unit
+      4  not a .sci file (bad signature)
+      5  written by a newer, incompatible format version
+      6  decodable, but an ancillary unit (seek index, info) is damaged and was ignored
+      1  the file could not be read; 2  usage error
+    A damaged file gets a one-line reason on stderr.
+    """
+    import json
+
+    from spikecodec import bitstream
+
+    try:
+        summary = bitstream.inspect(file)
+    except OSError as e:
+        click.echo(f"error: cannot read {file}: {e.strerror or e}", err=True)
+        raise SystemExit(1) from None
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2))
+    else:
+        click.echo(_info_text(summary, file))
+    if summary.error is not None:
+        reason = str(summary.error).replace("\n", " ")
+        click.echo(f"error: {file}: {type(summary.error).__name__}: {reason}", err=True)
+    elif summary.warnings:
+        click.echo(f"warning: {file}: {summary.warnings[0]}", err=True)
+    raise SystemExit(summary.exit_status)
+
+
+# --- end section: info -----------------------------------------------------------------------
+
+
+# --- section: train (owner: models) ----------------------------------------------------------
+
+@main.command("train")
+@click.option("--stage", type=click.Choice(["a", "b", "cnn"]), default=None,
+              help="a: FEM + proxy head with the smoothness penalty; b: AFR + reconstruction head "
+                   "on the frozen FEM; cnn: the plain-CNN baseline. [default: a, or the config's]")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="JSON file of training settings (fields of spikecodec.training.TrainConfig).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory for checkpoints, the JSON-lines log and the final weights.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Total optimisation steps.")
+@click.option("--fem-weights", default=None,
+              help="Stage b: the stage-a output directory, its fem.safetensors, or a registry id.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Clips per step and rank.")
+@click.option("--crop", type=click.IntRange(min=8), default=None, help="Training crop size in pixels.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate.")
+@click.option("--smooth-weight", type=click.FloatRange(min=0), default=None,
+              help="Stage a: weight of the Laplacian smoothness penalty on F (0 switches it off).")
+@click.option("--seed", type=int, default=None, help="Seed of weights and data.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads per process.")
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out, if there is one.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def train_command(stage, config_path, out_dir, steps, fem_weights, batch_size, crop, lr, smooth_weight,
+                  seed, threads, resume, no_progress):
+    """Train one stage of the SCI models (paper V-B) on S-Motion clips made on the fly.
+
+    \b
+    spikecodec train --stage a --out runs/a --steps 3000
+    spikecodec train --stage b --fem-weights runs/a --out runs/b --steps 3000
+    torchrun --nproc_per_node 2 -m spikecodec.cli train --stage a --out runs/a
+    """
+    from spikecodec.training import load_train_config, train
+
+    overrides = {
+        "stage": stage, "steps": steps, "fem_weights": fem_weights, "batch_size": batch_size,
+        "crop": crop, "lr": lr, "smooth_weight": smooth_weight, "seed": seed, "threads": threads,
+    }
+    try:
+        config = load_train_config(config_path, overrides)
+        result = train(config, out_dir, resume=resume, progress=not no_progress)
+    except (ValueError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    if result.last_validation:
+        click.echo(f"stage {config.stage}: step {result.step}, validation PSNR "
+                   f"{result.last_validation['psnr']:.2f} dB (TFP41 {result.last_validation['tfp41_psnr']:.2f} dB)")
+    for name, digest in result.exported.items():
+        click.echo(f"wrote {out_dir}/{name} sha256={digest}")
+
+
+# --- end section: train ----------------------------------------------------------------------
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""The model registry: stable model ids -> class, config and weights file (safetensors + sha256).
+
+Ids are names, never list positions, and an id's meaning never changes: retrained weights get a
+new id and old ids stay so that old bitstreams keep decoding (DESIGN.md "Weights identity"). The
+end-side id (``"sci-small-v1"``: the FEM, later with its codec) is what a bitstream names; the
+analysis heads have their own ids (``"sci-small-v1-recon"``) naming the end-side id they analyse.
+
+Kinds:
+
+* ``"fem"``: :class:`~spikecodec.models.fem.FEM`; file keys are the FEM's state dict.
+* ``"reconstructor"``: :class:`~spikecodec.models.sci.SCIReconstructor`; the FEM is loaded from
+  ``base``, the file holds ``afr.*`` and ``head.*``.
+* ``"plain-cnn"``: :class:`~spikecodec.models.sci.PlainCNN` (the learned benchmark baseline).
+
+Entries with a ``seed`` and no file are *untrained*, deterministic random weights for tests only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from spikecodec.models.afr import AFRConfig
+from spikecodec.models.fem import FEM, FEMConfig
+from spikecodec.models.heads import HeadConfig
+from spikecodec.models.sci import PlainCNN, PlainCNNConfig, SCIConfig, SCIReconstructor
+from spikecodec.models.weights_io import config_of, load_state, load_weights, sha256_of_file, subset
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+KINDS = ("fem", "reconstructor", "plain-cnn")
+
+
+class ModelNotFoundError(KeyError):
+    """An unknown model id; the message lists the known ones."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+class WeightsError(RuntimeError):
+    """Weights missing, unreadable, or not the ones the registry names (sha256 mismatch)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    model_id: str
+    kind: str
+    config: dict[str, Any]
+    weights: str | None = None  # file name under the weights directory
+    sha256: str | None = None  # of the weights file; None until the weights are shipped
+    base: str | None = None  # reconstructor: id of the FEM whose features it analyses
+    seed: int | None = None  # untrained: weights drawn from this seed, no file
+    description: str = ""
+
+    @property
+    def untrained(self) -> bool:
+        return self.seed is not None
+
+
+TINY_FEM = FEMConfig(filter_channels=2, channels=4, dorsal_channels=4, pfu_layers=1, attention_hidden=4)
+TINY_SCI = SCIConfig(
+    fem=TINY_FEM,
+    afr=AFRConfig(channels=4, motion_channels=8, offset_channels=8, fuse_channels=8),
+    head=HeadConfig(in_channels=8, width=8, layers=2),
+)
+SMALL_SCI = SCIConfig()
+BASELINE_CNN = PlainCNNConfig(window=41, width=56, layers=6)  # ~134k parameters, like SCI's ~138k
+
+_SPECS = [
+    ModelSpec("sci-tiny-test", "fem", TINY_FEM.to_dict(), seed=0,
+              description="UNTRAINED tiny FEM with seeded random weights, for tests only"),
+    ModelSpec("sci-tiny-test-recon", "reconstructor", TINY_SCI.to_dict(), base="sci-tiny-test", seed=1,
+              description="UNTRAINED tiny reconstructor with seeded random weights, for tests only"),
+    ModelSpec("sci-small-v1", "fem", SMALL_SCI.fem.to_dict(), weights="sci-small-v1.safetensors",
+              description="default FEM (end side), trained in stage (a)"),
+    ModelSpec("sci-small-v1-recon", "reconstructor", SMALL_SCI.to_dict(), base="sci-small-v1",
+              weights="sci-small-v1-recon.safetensors",
+              description="AFR + reconstruction head on sci-small-v1 features, trained in stage (b)"),
+    ModelSpec("cnn-baseline-v1", "plain-cnn", BASELINE_CNN.to_dict(), weights="cnn-baseline-v1.safetensors",
+              description="plain CNN on 41 raw spike frames (benchmark baseline)"),
+]
+REGISTRY: dict[str, ModelSpec] = {spec.model_id: spec for spec in _SPECS}
+
+
+def known_model_ids() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def get_spec(model_id: str) -> ModelSpec:
+    """The registry entry of ``model_id``; ModelNotFoundError lists the known ids."""
+    try:
+        return REGISTRY[model_id]
+    except KeyError:
+        raise ModelNotFoundError(
+            f"unknown model id {model_id!r}; known ids: {', '.join(known_model_ids())}"
+        ) from None
+
+
+def build_model(kind: str, config: dict[str, Any]) -> nn.Module:
+    """An untrained module of ``kind`` from its config dictionary."""
+    if kind == "fem":
+        return FEM(FEMConfig.from_dict(config))
+    if kind == "reconstructor":
+        return SCIReconstructor(SCIConfig.from_dict(config))
+    if kind == "plain-cnn":
+        return PlainCNN(PlainCNNConfig.from_dict(config))
+    raise ValueError(f"unknown model kind {kind!r}; known kinds: {', '.join(KINDS)}")
+
+
+def _weights_path(spec: ModelSpec, weights_dir: Path) -> Path:
+    if spec.weights is None:
+        raise WeightsError(f"model {spec.model_id!r} has no weights file in the registry")
+    path = weights_dir / spec.weights
+    if not path.is_file():
+        raise WeightsError(
+            f"weights of model {spec.model_id!r} are missing: expected {path}. They are made by "
+            f"`spikecodec train` (docs/TRAINING.md); known ids: {', '.join(known_model_ids())}"
+        )
+    actual = sha256_of_file(path)
+    if spec.sha256 is None:
+        raise WeightsError(
+            f"weights of model {spec.model_id!r} at {path} are not registered yet: record "
+            f"sha256={actual!r} in spikecodec/models/registry.py"
+        )
+    if actual != spec.sha256:
+        raise WeightsError(
+            f"weights of model {spec.model_id!r} at {path} do not match the registry "
+            f"(sha256 {actual}, registered {spec.sha256})"
+        )
+    return path
+
+
+def _checked_tensors(spec: ModelSpec, weights_dir: Path) -> dict[str, torch.Tensor]:
+    path = _weights_path(spec, weights_dir)
+    tensors, metadata = load_weights(path)
+    if metadata.get("kind") not in (None, spec.kind) or config_of(metadata, path) != spec.config:
+        raise WeightsError(
+            f"weights file {path} describes a {metadata.get('kind')!r} model whose config differs "
+            f"from registry entry {spec.model_id!r}"
+        )
+    return tensors
+
+
+def load_model(model_id: str, weights_dir: str | Path | None = None, device: str | torch.device = "cpu") -> nn.Module:
+    """The registered model with its weights, in eval mode on ``device``.
+
+    Raises ModelNotFoundError for an unknown id and WeightsError for missing or mismatched weights.
+    """
+    spec = get_spec(model_id)
+    weights_dir = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    with torch.random.fork_rng(devices=[]):
+        if spec.seed is not None:
+            torch.manual_seed(spec.seed)
+        model = build_model(spec.kind, spec.config)
+    if spec.kind == "reconstructor":
+        if spec.base is None:
+            raise WeightsError(f"reconstructor {model_id!r} names no base FEM")
+        base = get_spec(spec.base)
+        if base.kind != "fem" or base.config != spec.config["fem"]:
+            raise WeightsError(f"reconstructor {model_id!r} and its base {spec.base!r} disagree on the FEM config")
+        fem = load_model(spec.base, weights_dir, device="cpu")
+        model.fem.load_state_dict(fem.state_dict())
+        if not spec.untrained:
+            tensors = _checked_tensors(spec, weights_dir)
+            load_state(model.afr, subset(tensors, "afr."), f"{model_id} (AFR)")
+            load_state(model.head, subset(tensors, "head."), f"{model_id} (head)")
+            stray = [name for name in tensors if not name.startswith(("afr.", "head."))]
+            if stray:
+                raise WeightsError(f"weights of {model_id!r} hold unexpected tensors {stray[:5]}")
+    elif not spec.untrained:
+        load_state(model, _checked_tensors(spec, weights_dir), model_id)
+    return model.to(device).eval()
+
+
+__all__ = [
+    "KINDS", "ModelNotFoundError", "ModelSpec", "REGISTRY", "WEIGHTS_DIR", "WeightsError",
+    "build_model", "get_spec", "known_model_ids", "load_model",
+]

@@ -1,0 +1,750 @@
+"""Staged training of the SCI models (paper section V-B) and of the plain-CNN baseline.
+
+Stages:
+
+* ``"a"``: FEM + light proxy head, loss ``MSE(proxy(F_t), I_t) + smooth_weight * S(F_t)`` where
+  ``S`` is the Laplacian smoothness penalty of :func:`smoothness_penalty`;
+* ``"b"``: FEM frozen (loaded from a stage-a result), AFR + reconstruction head trained with MSE
+  on uncompressed features of ``t - stride``, ``t``, ``t + stride``;
+* ``"cnn"``: the plain CNN on 41 raw spike frames, MSE (the benchmark baseline).
+
+Data are made on the fly by the S-Motion generator (``data_tools.smotion.make_smotion_sample``
+on the fixed training photographs, sprites cut from the same split) behind one function,
+:func:`training_batches`. Generated clips go into a pool, a few are replaced every step, and each
+batch takes random moments, crops' flips and transpositions from the pool: what a step sees
+depends only on ``(seed, rank, step)``, so a resumed run sees exactly the batches the
+uninterrupted run would have seen.
+
+Output directory (rank 0 writes, the others only read):
+
+* ``checkpoint.safetensors`` (model weights), ``optimizer.pt`` (optimizer and schedule state,
+  read back with ``torch.load(weights_only=True)``), ``checkpoint.json`` (step, epoch, config;
+  written last, so a checkpoint is complete when its JSON names its step);
+* ``train_log.jsonl``: one JSON object per line, ``"event"`` ``"train"`` (loss every
+  ``log_every`` steps) or ``"val"`` (validation PSNR each epoch, by speed bin, TFP41 beside it,
+  and for stage (a) the Laplacian norms of F);
+* at the end, the weights to ship: ``fem.safetensors`` (stage a), ``analysis.safetensors`` (stage
+  b: AFR + head), ``plain-cnn.safetensors`` (cnn), each with its kind and config in the metadata,
+  and ``weights.safetensors`` (the whole trained model).
+
+Runs under ``torchrun`` (DDP): the process group is set up from the environment (gloo on CPU,
+nccl on CUDA), each rank draws its own clips, gradients are averaged by DDP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from spikecodec import DEFAULT_CONVERSION_RATE
+from spikecodec.models.fem import FEM, FEMConfig, prefix_sum
+from spikecodec.models.sci import (
+    FEMWithProxy, PlainCNN, PlainCNNConfig, ProxyConfig, SCIConfig, SCIReconstructor,
+)
+from spikecodec.models.weights_io import config_of, load_state, load_weights, save_weights
+
+STAGES = ("a", "b", "cnn")
+SMOOTH_NORMS = ("l1", "l2")
+SPEED_BIN_NAMES = ("slow", "medium", "fast")
+CHECKPOINT_VERSION = 1
+# Config fields that may change between a checkpoint and its resumption.
+RESUMABLE_CHANGES = {"steps", "log_every", "threads"}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; saved in every checkpoint."""
+
+    stage: str = "a"
+    model: dict[str, Any] = field(default_factory=dict)  # config of the trained model ({}: defaults)
+    fem_weights: str | None = None  # stage b: stage-a output (fem.safetensors / dir) or registry id
+    steps: int = 3000
+    steps_per_epoch: int = 250
+    batch_size: int = 8
+    crop: int = 64
+    lr: float = 1e-3
+    lr_final: float = 2e-5
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+    smooth_weight: float = 0.01
+    smooth_norm: str = "l2"
+    stride: int = 20  # stage b: spike frames between the moment and its AFR neighbours
+    replicate_prob: float = 0.1  # stage b: a neighbour replaced by the current feature (stream ends)
+    pool_size: int = 32
+    pool_refresh: int = 2  # clips replaced per step
+    moment_range: int = 21  # centre moments a clip offers
+    val_samples: int = 12
+    val_crop: int = 96
+    seed: int = 0
+    rate: float = DEFAULT_CONVERSION_RATE
+    threshold_sigma: float = 0.0
+    dark_current: float = 0.0
+    sprites: bool = True
+    interpolation_order: int = 3
+    log_every: int = 10
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
+        if self.smooth_norm not in SMOOTH_NORMS:
+            raise ValueError(f"smooth_norm must be one of {SMOOTH_NORMS}, got {self.smooth_norm!r}")
+        positive = ("steps", "steps_per_epoch", "batch_size", "crop", "stride", "pool_size",
+                    "pool_refresh", "moment_range", "val_samples", "val_crop", "log_every")
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.pool_refresh > self.pool_size:
+            raise ValueError("pool_refresh cannot exceed pool_size")
+        if not (self.lr > 0 and self.lr_final > 0):
+            raise ValueError("learning rates must be positive")
+        if self.smooth_weight < 0 or not 0 <= self.replicate_prob <= 1:
+            raise ValueError("smooth_weight must be >= 0 and replicate_prob in [0, 1]")
+        if self.stage == "b" and not self.fem_weights:
+            raise ValueError("stage b needs fem_weights: the output of stage a (or a registry id)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training config keys {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
+# ---------------------------------------------------------------------------------------------
+# smoothness of features (paper Table II)
+
+
+def laplacian(features: torch.Tensor) -> torch.Tensor:
+    """4-neighbour Laplacian of every channel, on interior pixels only (no padding)."""
+    kernel = features.new_tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+    channels = features.shape[1]
+    return F.conv2d(features, kernel.expand(channels, 1, 3, 3), groups=channels)
+
+
+def laplacian_norms(features: torch.Tensor) -> dict[str, float]:
+    """Smoothness of F (Table II): mean |lap F| ("l1"), mean (lap F)^2 ("l2"), and the same
+    relative to the spread of F (mean |F - mean_c F|, variance), which do not depend on F's scale."""
+    with torch.no_grad():
+        lap = laplacian(features.float())
+        centred = features.float() - features.float().mean(dim=(0, 2, 3), keepdim=True)
+        l1, l2 = lap.abs().mean().item(), lap.pow(2).mean().item()
+        spread1, spread2 = centred.abs().mean().item(), centred.pow(2).mean().item()
+    return {
+        "l1": l1, "l2": l2,
+        "l1_relative": l1 / max(spread1, 1e-12), "l2_relative": l2 / max(spread2, 1e-12),
+    }
+
+
+def smoothness_penalty(features: torch.Tensor, norm: str = "l2") -> torch.Tensor:
+    """Laplacian penalty relative to the spread of F (per channel over the batch).
+
+    Relative, because an absolute penalty is defeated by shrinking F (the next layer scales back).
+    ``"l2"``: mean (lap F)^2 / mean (F - mean_c F)^2; ``"l1"``: the same with absolute values.
+    """
+    lap = laplacian(features)
+    centred = features - features.mean(dim=(0, 2, 3), keepdim=True)
+    if norm == "l2":
+        return lap.pow(2).mean() / (centred.pow(2).mean() + 1e-8)
+    if norm == "l1":
+        return lap.abs().mean() / (centred.abs().mean() + 1e-8)
+    raise ValueError(f"norm must be one of {SMOOTH_NORMS}, got {norm!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+@dataclass
+class Clip:
+    """A generated clip: spikes (L, h, w) uint8; gt (moment_range, h, w) float32 of the centre
+    moments ``first_moment .. first_moment + moment_range - 1``; speed bin."""
+
+    spikes: np.ndarray
+    gt: np.ndarray
+    first_moment: int
+    speed_bin: str
+
+
+def clip_geometry(config: TrainConfig, need: tuple[int, int] | None = None) -> tuple[int, int, int]:
+    """(frames per clip, frames before, frames after the centre moment).
+
+    Every stage trains on the same clips: wide enough for stage b with the default FEM
+    (``t - stride - 39 .. t + stride + 6``) and for the plain CNN's 41 frames, widened where the
+    trained model ``need``s more (frames before, after the moment).
+    """
+    fem, cnn = FEMConfig(), PlainCNNConfig()
+    before = max(config.stride + fem.window_before, cnn.window_before)
+    after = max(config.stride + fem.window_after, cnn.window_after)
+    if need is not None:
+        before, after = max(before, need[0]), max(after, need[1])
+    return before + config.moment_range + after, before, after
+
+
+def model_reach(config: TrainConfig, model: nn.Module) -> tuple[int, int]:
+    """Frames before and after the moment that the stage's model reads."""
+    if config.stage == "a":
+        return model.fem.window_before, model.fem.window_after
+    if config.stage == "b":
+        return config.stride + model.fem.window_before, config.stride + model.fem.window_after
+    return model.window_before, model.window_after
+
+
+def training_photos(split: str) -> list[np.ndarray]:
+    """Intensity maps of the fixed S-Motion photographs of ``split`` (data_tools/README.md)."""
+    from data_tools.photos import load_photo, split_photos
+
+    return [load_photo(name) for name in split_photos(split)]
+
+
+def make_clip(
+    config: TrainConfig, photos: list[np.ndarray], rng: np.random.Generator, size: int,
+    geometry: tuple[int, int, int], speed_bin: str | None = None,
+) -> Clip:
+    """One random S-Motion clip at ``size`` x ``size`` with ``geometry`` from :func:`clip_geometry`.
+
+    This is the data plug: replace it (``make`` arguments below) to train on other data.
+    """
+    from data_tools.smotion import make_smotion_sample
+
+    length, before, _ = geometry
+    if speed_bin is None:
+        speed_bin = SPEED_BIN_NAMES[int(rng.integers(len(SPEED_BIN_NAMES)))]
+    photo = photos[int(rng.integers(len(photos)))]
+    spikes, gt, _ = make_smotion_sample(
+        photo, rng, size, size, length, speed_bin,
+        sprite_sources=photos if config.sprites else (), rate=config.rate,
+        threshold_sigma=config.threshold_sigma, dark_current=config.dark_current,
+        order=config.interpolation_order,
+    )
+    gt = np.ascontiguousarray(gt[before:before + config.moment_range])
+    return Clip(spikes=spikes, gt=gt, first_moment=before, speed_bin=speed_bin)
+
+
+class ClipPool:
+    """Clips generated on the fly; ``pool_refresh`` of them replaced each step.
+
+    The content of slot j at step s is the clip drawn with seed ``(seed, rank, s', j)``, s' the
+    last step <= s that refreshed j (-1: initial fill), so the pool of any step can be rebuilt.
+    """
+
+    def __init__(self, config: TrainConfig, photos: list[np.ndarray], rank: int,
+                 geometry: tuple[int, int, int], make: Callable[..., Clip] = make_clip):
+        self.config, self.photos, self.rank, self.make = config, photos, rank, make
+        self.geometry = geometry
+        self.clips: list[Clip | None] = [None] * config.pool_size
+        self.versions = [None] * config.pool_size
+
+    def _refreshed(self, step: int) -> set[int]:
+        size, count = self.config.pool_size, self.config.pool_refresh
+        return {(step * count + k) % size for k in range(count)}
+
+    def _version(self, slot: int, step: int) -> int:
+        for past in range(step, max(-1, step - self.config.pool_size - 1), -1):
+            if slot in self._refreshed(past):
+                return past
+        return -1
+
+    def at_step(self, step: int) -> list[Clip]:
+        for slot in range(self.config.pool_size):
+            version = self._version(slot, step)
+            if self.versions[slot] != version:
+                rng = np.random.default_rng([self.config.seed, self.rank, version + 1, slot, 0x5C1])
+                self.clips[slot] = self.make(self.config, self.photos, rng, self.config.crop, self.geometry)
+                self.versions[slot] = version
+        return self.clips  # type: ignore[return-value]
+
+
+def _augment(array: np.ndarray, flips: np.ndarray) -> np.ndarray:
+    """Flip rows / columns and transpose the last two axes (square crops) per the 3 booleans."""
+    if flips[0]:
+        array = array[..., ::-1, :]
+    if flips[1]:
+        array = array[..., :, ::-1]
+    if flips[2]:
+        array = np.swapaxes(array, -1, -2)
+    return np.ascontiguousarray(array)
+
+
+def training_batches(
+    config: TrainConfig, rank: int = 0, start_step: int = 0, photos: list[np.ndarray] | None = None,
+    make: Callable[..., Clip] = make_clip, need: tuple[int, int] | None = None,
+) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+    """Batches for steps ``start_step, start_step + 1, ...``, each a function of (seed, rank, step).
+
+    A batch holds ``spikes`` (B, before + 1 + after, crop, crop) float32 around the centre moment
+    (index ``before``, see :func:`clip_geometry`), ``gt`` (B, 1, crop, crop) at that moment, and
+    ``replicate_prev``/``replicate_next`` (B,) booleans for stage b.
+    """
+    photos = training_photos("train") if photos is None else photos
+    geometry = clip_geometry(config, need)
+    pool = ClipPool(config, photos, rank, geometry, make)
+    _, before, after = geometry
+    step = start_step
+    while True:
+        clips = pool.at_step(step)
+        rng = np.random.default_rng([config.seed, rank, step + 1, 0xBA7C])
+        spikes, gts = [], []
+        for _ in range(config.batch_size):
+            clip = clips[int(rng.integers(len(clips)))]
+            offset = int(rng.integers(config.moment_range))
+            t = clip.first_moment + offset
+            flips = rng.random(3) < 0.5
+            spikes.append(_augment(clip.spikes[t - before:t + after + 1], flips))
+            gts.append(_augment(clip.gt[offset], flips))
+        replicate = rng.random((2, config.batch_size)) < config.replicate_prob
+        yield step, {
+            "spikes": torch.from_numpy(np.stack(spikes)).float(),
+            "gt": torch.from_numpy(np.stack(gts))[:, None].float(),
+            "replicate_prev": torch.from_numpy(replicate[0]),
+            "replicate_next": torch.from_numpy(replicate[1]),
+        }
+        step += 1
+
+
+def validation_clips(config: TrainConfig, photos: list[np.ndarray] | None = None,
+                     make: Callable[..., Clip] = make_clip, need: tuple[int, int] | None = None) -> list[Clip]:
+    """A fixed validation set (val photographs, speed bins in turn), the same on every run."""
+    photos = training_photos("val") if photos is None else photos
+    rng = np.random.default_rng([config.seed, 0x7A1])
+    geometry = clip_geometry(config, need)
+    return [
+        make(config, photos, rng, config.val_crop, geometry, SPEED_BIN_NAMES[i % len(SPEED_BIN_NAMES)])
+        for i in range(config.val_samples)
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# the task of each stage
+
+
+def _features_at(fem: FEM, spikes: torch.Tensor, centre: int, offsets: tuple[int, ...]) -> list[torch.Tensor]:
+    """FEM features (inference path, shared prefix sum) at ``centre + offset`` of (B, L, h, w) spikes."""
+    cumsum = prefix_sum(spikes, dim=1)
+    out = []
+    for offset in offsets:
+        starts = torch.full((spikes.shape[0],), centre + offset - fem.window_before, dtype=torch.long)
+        out.append(fem.forward_from_prefix_sum(cumsum, starts.to(spikes.device)))
+    return out
+
+
+class StageTask(nn.Module):
+    """Wraps the trained model so DDP sees one forward: batch -> (loss, terms, prediction)."""
+
+    def __init__(self, config: TrainConfig, model: nn.Module, before: int):
+        super().__init__()
+        self.config, self.model, self.before = config, model, before
+
+    def forward(self, spikes: torch.Tensor, gt: torch.Tensor, replicate_prev: torch.Tensor,
+                replicate_next: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        config, t = self.config, self.before
+        if config.stage == "a":
+            fem = self.model.fem
+            window = spikes[:, t - fem.window_before:t + fem.window_after + 1]
+            out = self.model(window)
+            mse = F.mse_loss(out["image"], gt)
+            smooth = smoothness_penalty(out["features"], config.smooth_norm)
+            loss = mse + config.smooth_weight * smooth
+            return loss, {"mse": mse.detach(), "smooth": smooth.detach()}, out["image"]
+        if config.stage == "b":
+            fem = self.model.fem
+            with torch.no_grad():
+                f_prev, f_cur, f_next = _features_at(fem, spikes, t, (-config.stride, 0, config.stride))
+                keep_prev = (~replicate_prev).to(f_cur.dtype).view(-1, 1, 1, 1)
+                keep_next = (~replicate_next).to(f_cur.dtype).view(-1, 1, 1, 1)
+                f_prev = keep_prev * f_prev + (1 - keep_prev) * f_cur
+                f_next = keep_next * f_next + (1 - keep_next) * f_cur
+            image = self.model.analyze(f_prev, f_cur, f_next)["image"]
+            mse = F.mse_loss(image, gt)
+            return mse, {"mse": mse.detach()}, image
+        half = self.model.config.window // 2
+        image = self.model(spikes[:, t - half:t + half + 1])["image"]
+        mse = F.mse_loss(image, gt)
+        return mse, {"mse": mse.detach()}, image
+
+
+def _load_fem(source: str, device: torch.device) -> FEM:
+    """A trained FEM from a stage-a output (directory or .safetensors) or a registry id."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / "fem.safetensors"
+    if path.suffix == ".safetensors" or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"no FEM weights at {path} (run stage a first)")
+        tensors, metadata = load_weights(path)
+        if metadata.get("kind") != "fem":
+            raise ValueError(f"{path} holds a {metadata.get('kind')!r} model, not a FEM")
+        fem = FEM(FEMConfig.from_dict(config_of(metadata, path)))
+        load_state(fem, tensors, str(path))
+        return fem.to(device)
+    from spikecodec.models.registry import load_model
+
+    model = load_model(source, device=device)
+    if not isinstance(model, FEM):
+        raise ValueError(f"registry id {source!r} is not a FEM")
+    return model
+
+
+def build_training_model(config: TrainConfig, device: torch.device) -> nn.Module:
+    """The model a stage trains (stage b: with its frozen FEM loaded and set to eval)."""
+    if config.stage == "a":
+        return FEMWithProxy(ProxyConfig.from_dict(config.model) if config.model else ProxyConfig()).to(device)
+    if config.stage == "cnn":
+        return PlainCNN(PlainCNNConfig.from_dict(config.model) if config.model else PlainCNNConfig()).to(device)
+    fem = _load_fem(config.fem_weights, device)  # type: ignore[arg-type]
+    data = dict(config.model)
+    if "fem" in data and FEMConfig.from_dict(data["fem"]) != fem.config:
+        raise ValueError("the model config's FEM differs from the FEM loaded from fem_weights")
+    data["fem"] = fem.config.to_dict()
+    data.setdefault("stride", config.stride)
+    sci_config = SCIConfig.from_dict(data)
+    if sci_config.stride != config.stride:
+        raise ValueError(f"model stride {sci_config.stride} differs from training stride {config.stride}")
+    model = SCIReconstructor(sci_config).to(device)
+    model.fem.load_state_dict(fem.state_dict())
+    model.fem.eval()
+    for parameter in model.fem.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+
+def _set_mode(config: TrainConfig, model: nn.Module, training: bool) -> None:
+    """train()/eval(), keeping the frozen FEM of stage b in eval mode."""
+    model.train(training)
+    if config.stage == "b":
+        model.fem.eval()
+
+
+def _psnr(reference: np.ndarray, test: np.ndarray) -> float:
+    from spikecodec.metrics import psnr
+
+    return psnr(reference, test)
+
+
+@torch.no_grad()
+def validate(config: TrainConfig, model: nn.Module, clips: list[Clip], device: torch.device) -> dict[str, Any]:
+    """Mean PSNR of the stage's output on the validation clips, by speed bin, TFP41 beside it."""
+    from spikecodec.baselines import tfp
+
+    _, before, after = clip_geometry(config, model_reach(config, model))
+    task = StageTask(config, model, before)
+    was_training = model.training
+    model.eval()
+    results: dict[str, list[tuple[float, float]]] = {}
+    features = []
+    try:
+        for clip in clips:
+            t = clip.first_moment + config.moment_range // 2
+            spikes = torch.from_numpy(clip.spikes[t - before:t + after + 1]).float()[None].to(device)
+            gt = clip.gt[config.moment_range // 2]
+            no = torch.zeros(1, dtype=torch.bool, device=device)
+            _, _, image = task(spikes, torch.from_numpy(gt)[None, None].to(device), no, no)
+            ours = _psnr(gt, image[0, 0].clamp(0, 1).cpu().numpy())
+            baseline = _psnr(gt, tfp(clip.spikes, [t], rate=config.rate)[0])
+            results.setdefault(clip.speed_bin, []).append((ours, baseline))
+            if config.stage == "a":
+                fem = model.fem
+                features.append(fem(spikes[:, before - fem.window_before:before + fem.window_after + 1]))
+    finally:
+        _set_mode(config, model, was_training)
+    every = [pair for pairs in results.values() for pair in pairs]
+    report: dict[str, Any] = {
+        "psnr": float(np.mean([p for p, _ in every])),
+        "tfp41_psnr": float(np.mean([b for _, b in every])),
+        "psnr_by_speed": {name: float(np.mean([p for p, _ in pairs])) for name, pairs in results.items()},
+        "tfp41_psnr_by_speed": {name: float(np.mean([b for _, b in pairs])) for name, pairs in results.items()},
+    }
+    if features:
+        report["laplacian"] = laplacian_norms(torch.cat(features))
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# distributed set-up
+
+
+@dataclass
+class DistributedContext:
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    initialized_here: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> DistributedContext:
+    """Process group from torchrun's environment (gloo on CPU, nccl on CUDA); a no-op alone."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available()
+    device = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    initialized_here = False
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        initialized_here = True
+    if dist.is_initialized():
+        return DistributedContext(dist.get_rank(), dist.get_world_size(), device, initialized_here)
+    return DistributedContext(0, 1, device, False)
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def _schedule(config: TrainConfig) -> Callable[[int], float]:
+    """Linear warm-up then cosine decay from lr to lr_final over ``steps`` (a factor of lr)."""
+    floor = config.lr_final / config.lr
+
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def save_checkpoint(out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: Any, config: TrainConfig, step: int, extra: dict[str, Any]) -> None:
+    """Weights (safetensors), optimizer state (torch.save of tensors only), then the JSON."""
+    save_weights(model.state_dict(), out_dir / "checkpoint.safetensors", f"train-stage-{config.stage}",
+                 config.to_dict(), extra={"step": str(step)})
+    temporary = out_dir / "optimizer.pt.tmp"
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, temporary)
+    os.replace(temporary, out_dir / "optimizer.pt")
+    state = {"version": CHECKPOINT_VERSION, "step": step, "config": config.to_dict(), **extra}
+    _atomic_write_text(out_dir / "checkpoint.json", json.dumps(state, indent=1, sort_keys=True))
+
+
+def load_checkpoint(out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                    config: TrainConfig) -> dict[str, Any]:
+    """Restore a checkpoint written by :func:`save_checkpoint`; returns its JSON state."""
+    state = json.loads((out_dir / "checkpoint.json").read_text())
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"checkpoint in {out_dir} has version {state.get('version')}, expected {CHECKPOINT_VERSION}")
+    saved = state["config"]
+    current = config.to_dict()
+    differing = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k not in RESUMABLE_CHANGES)
+    if differing:
+        raise ValueError(f"cannot resume {out_dir}: the training config differs in {differing}")
+    tensors, metadata = load_weights(out_dir / "checkpoint.safetensors")
+    if metadata.get("step") != str(state["step"]):
+        raise ValueError(f"checkpoint in {out_dir} is incomplete (weights of step {metadata.get('step')}, "
+                         f"JSON of step {state['step']})")
+    load_state(model, tensors, f"checkpoint {out_dir}")
+    opt_state = torch.load(out_dir / "optimizer.pt", map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(opt_state["optimizer"])
+    scheduler.load_state_dict(opt_state["scheduler"])
+    return state
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines written after ``step`` (a resumed run writes them again)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+    _atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def export_weights(config: TrainConfig, model: nn.Module, out_dir: Path) -> dict[str, str]:
+    """Write the shippable weights of a finished stage; returns file name -> sha256."""
+    written = {}
+    if config.stage == "a":
+        written["fem.safetensors"] = save_weights(model.fem.state_dict(), out_dir / "fem.safetensors",
+                                                  "fem", model.fem.config.to_dict())
+    elif config.stage == "b":
+        analysis = {f"afr.{k}": v for k, v in model.afr.state_dict().items()}
+        analysis.update({f"head.{k}": v for k, v in model.head.state_dict().items()})
+        written["analysis.safetensors"] = save_weights(analysis, out_dir / "analysis.safetensors",
+                                                       "reconstructor", model.config.to_dict())
+    else:
+        written["plain-cnn.safetensors"] = save_weights(model.state_dict(), out_dir / "plain-cnn.safetensors",
+                                                        "plain-cnn", model.config.to_dict())
+    written["weights.safetensors"] = save_weights(model.state_dict(), out_dir / "weights.safetensors",
+                                                  f"stage-{config.stage}", model.config.to_dict())
+    return written
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    step: int
+    last_validation: dict[str, Any] | None
+    exported: dict[str, str]
+
+
+def train(
+    config: TrainConfig, out_dir: str | os.PathLike, resume: bool = False, until: int | None = None,
+    progress: bool = True, make: Callable[..., Clip] = make_clip,
+    photos: dict[str, list[np.ndarray]] | None = None,
+) -> TrainResult:
+    """Run (or resume) one training stage; see the module docstring for what is written.
+
+    ``until`` stops after that many steps in all (an interruption, for tests); the schedule still
+    spans ``config.steps``. ``make``/``photos`` replace the data source (tests).
+    """
+    out_dir = Path(out_dir)
+    context = setup_distributed()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        return _train(config, out_dir, resume, until, progress, make, photos, context)
+    finally:
+        if context.initialized_here:
+            dist.destroy_process_group()
+
+
+def _train(config: TrainConfig, out_dir: Path, resume: bool, until: int | None, progress: bool,
+           make: Callable[..., Clip], photos: dict[str, list[np.ndarray]] | None,
+           context: DistributedContext) -> TrainResult:
+    device = context.device
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
+    model = build_training_model(config, device)
+    need = model_reach(config, model)
+    _, before, _ = clip_geometry(config, need)
+    task = StageTask(config, model, before)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
+    log_path = out_dir / "train_log.jsonl"
+
+    start = 0
+    state: dict[str, Any] = {}
+    if resume and (out_dir / "checkpoint.json").exists():
+        state = load_checkpoint(out_dir, model, optimizer, scheduler, config)
+        start = int(state["step"])
+    elif context.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if log_path.exists():  # a fresh start: an old log describes another run
+            log_path.unlink()
+    if context.is_main and start:
+        _truncate_log(log_path, start)
+    if context.world_size > 1:
+        dist.barrier()  # rank 0 has read the checkpoint and prepared the directory
+        wrapped: nn.Module = nn.parallel.DistributedDataParallel(
+            task, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    else:
+        wrapped = task
+
+    stop = config.steps if until is None else min(config.steps, until)
+    val_clips = validation_clips(config, (photos or {}).get("val"), make, need) if context.is_main else []
+    last_validation = state.get("last_validation")
+    elapsed = float(state.get("elapsed_s", 0.0))
+    began = time.monotonic()
+    _set_mode(config, model, True)
+    bar = None
+    if progress and context.is_main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=config.steps, initial=start, desc=f"stage {config.stage}", unit="step")
+    batches = training_batches(config, context.rank, start, (photos or {}).get("train"), make, need)
+    log = open(log_path, "a") if context.is_main else None
+    try:
+        for step, batch in batches:
+            if step >= stop:
+                break
+            batch = {k: v.to(device) for k, v in batch.items()}
+            loss, terms, _ = wrapped(batch["spikes"], batch["gt"], batch["replicate_prev"], batch["replicate_next"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            done = step + 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.4g}")
+            if log is not None and (done % config.log_every == 0 or done == stop):
+                entry = {"event": "train", "step": done, "epoch": (done - 1) // config.steps_per_epoch,
+                         "loss": loss.item(), "lr": scheduler.get_last_lr()[0],
+                         "elapsed_s": elapsed + time.monotonic() - began}
+                entry.update({k: v.item() for k, v in terms.items()})
+                log.write(json.dumps(entry) + "\n")
+                log.flush()
+            if done % config.steps_per_epoch == 0 or done == stop:
+                if context.is_main:
+                    last_validation = validate(config, model, val_clips, device)
+                    entry = {"event": "val", "step": done, "epoch": (done - 1) // config.steps_per_epoch,
+                             **last_validation}
+                    log.write(json.dumps(entry) + "\n")  # type: ignore[union-attr]
+                    log.flush()  # type: ignore[union-attr]
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{loss.item():.4g}", val_psnr=f"{last_validation['psnr']:.2f}")
+                    save_checkpoint(out_dir, model, optimizer, scheduler, config, done, {
+                        "epoch": (done - 1) // config.steps_per_epoch, "last_validation": last_validation,
+                        "elapsed_s": elapsed + time.monotonic() - began,
+                    })
+                if context.world_size > 1:
+                    dist.barrier()
+    finally:
+        if bar is not None:
+            bar.close()
+        if log is not None:
+            log.close()
+    final_step = max(start, stop)
+    exported: dict[str, str] = {}
+    if final_step >= config.steps and context.is_main:
+        exported = export_weights(config, model, out_dir)
+    if context.world_size > 1:
+        dist.barrier()
+    return TrainResult(model=model, step=final_step, last_validation=last_validation, exported=exported)
+
+
+def load_train_config(path: str | os.PathLike | None, overrides: dict[str, Any]) -> TrainConfig:
+    """A TrainConfig from a JSON file (optional) with ``overrides`` (None values ignored) on top."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"cannot read training config {path}: {error}") from error
+        if not isinstance(data, dict):
+            raise ValueError(f"training config {path} must hold a JSON object")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig.from_dict(data)
+
+
+__all__ = [
+    "Clip", "ClipPool", "DistributedContext", "STAGES", "StageTask", "TrainConfig", "TrainResult",
+    "build_training_model", "clip_geometry", "model_reach", "export_weights", "laplacian", "laplacian_norms",
+    "load_checkpoint", "load_train_config", "make_clip", "save_checkpoint", "setup_distributed",
+    "smoothness_penalty", "train", "training_batches", "training_photos", "validate", "validation_clips",
+]

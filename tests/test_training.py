@@ -1,0 +1,222 @@
+"""Tests of spikecodec.training: smoothness measures, data determinism, checkpoints, DDP, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from click.testing import CliRunner
+
+from spikecodec.models.registry import TINY_SCI
+from spikecodec.training import (
+    Clip, TrainConfig, clip_geometry, laplacian_norms, load_checkpoint, make_clip, smoothness_penalty,
+    train, training_batches,
+)
+
+torch.set_num_threads(1)
+
+TINY_A = {"fem": TINY_SCI.fem.to_dict(), "proxy_width": 4}
+TINY_B = {key: value for key, value in TINY_SCI.to_dict().items() if key != "fem"}
+FAKE_PHOTOS = {"train": [np.zeros((4, 4), np.float32)], "val": [np.zeros((4, 4), np.float32)]}
+
+
+def fake_clip(config, photos, rng, size, geometry, speed_bin=None) -> Clip:
+    """A cheap stand-in for S-Motion: a static random smooth scene, Bernoulli spikes at 0.6 * I."""
+    length, before, _ = geometry
+    coarse = rng.random((3, 3))
+    intensity = np.kron(coarse, np.ones((size // 3 + 1, size // 3 + 1)))[:size, :size].astype(np.float32)
+    spikes = (rng.random((length, size, size)) < 0.6 * intensity).astype(np.uint8)
+    gt = np.repeat(intensity[None], config.moment_range, axis=0)
+    return Clip(spikes=spikes, gt=gt, first_moment=before, speed_bin=speed_bin or "slow")
+
+
+def tiny_config(**changes) -> TrainConfig:
+    base = dict(stage="a", model=TINY_A, steps=4, steps_per_epoch=2, batch_size=2, crop=12,
+                pool_size=3, pool_refresh=1, val_samples=2, val_crop=12, log_every=1, lr=1e-2,
+                warmup_steps=1)
+    base.update(changes)
+    return TrainConfig(**base)
+
+
+def run(config, out, **kwargs):
+    return train(config, out, progress=False, make=fake_clip, photos=FAKE_PHOTOS, **kwargs)
+
+
+# ---------------------------------------------------------------------------------- smoothness
+
+
+def test_laplacian_norms():
+    ramp = torch.arange(10.0).view(1, 1, 1, 10).expand(1, 2, 8, 10).contiguous()
+    assert laplacian_norms(ramp)["l1"] == 0 and laplacian_norms(ramp)["l2"] == 0
+    spike = torch.zeros(1, 1, 5, 5)
+    spike[0, 0, 2, 2] = 1.0
+    norms = laplacian_norms(spike)
+    assert norms["l1"] == pytest.approx(8 / 9)  # |-4| + 4 * |1| over 3x3 interior pixels
+    assert norms["l2"] == pytest.approx(20 / 9)
+
+
+def test_smoothness_penalty_ignores_scale():
+    features = torch.randn(2, 3, 10, 10)
+    for norm in ("l1", "l2"):
+        assert smoothness_penalty(3 * features, norm).item() == pytest.approx(
+            smoothness_penalty(features, norm).item(), rel=1e-5)
+    smooth = torch.linspace(0, 1, 10).view(1, 1, 1, 10).expand(2, 3, 10, 10)
+    assert smoothness_penalty(smooth + 0.01 * features) < smoothness_penalty(features)
+    with pytest.raises(ValueError, match="norm"):
+        smoothness_penalty(features, "l3")
+
+
+# ---------------------------------------------------------------------------------- data
+
+
+def test_batches_depend_only_on_seed_rank_and_step():
+    config = tiny_config()
+    from_start = training_batches(config, 0, 0, FAKE_PHOTOS["train"], fake_clip)
+    for _ in range(3):
+        _, batch_3 = next(from_start)
+    step, resumed = next(training_batches(config, 0, 2, FAKE_PHOTOS["train"], fake_clip))
+    assert step == 2
+    assert torch.equal(batch_3["spikes"], resumed["spikes"]) and torch.equal(batch_3["gt"], resumed["gt"])
+    _, other_rank = next(training_batches(config, 1, 2, FAKE_PHOTOS["train"], fake_clip))
+    assert not torch.equal(other_rank["spikes"], resumed["spikes"])
+    length, before, after = clip_geometry(config)
+    assert (before, after) == (59, 26) and resumed["spikes"].shape == (2, before + 1 + after, 12, 12)
+
+
+def test_real_clips_come_from_smotion():
+    config = tiny_config(crop=16)
+    geometry = clip_geometry(config)
+    photos = [np.random.default_rng(0).random((64, 64)).astype(np.float32)]
+    clip = make_clip(config, photos, np.random.default_rng(1), 16, geometry, "fast")
+    assert clip.spikes.shape == (geometry[0], 16, 16) and clip.gt.shape == (config.moment_range, 16, 16)
+    assert clip.spikes.dtype == np.uint8 and 0 < clip.spikes.mean() < 0.6
+
+
+def test_invalid_training_configs():
+    with pytest.raises(ValueError, match="stage"):
+        TrainConfig(stage="c")
+    with pytest.raises(ValueError, match="fem_weights"):
+        TrainConfig(stage="b")
+    with pytest.raises(ValueError, match="unknown training config keys"):
+        TrainConfig.from_dict({"stepz": 3})
+
+
+# ---------------------------------------------------------------------------------- training
+
+
+def test_resume_matches_uninterrupted(tmp_path):
+    config = tiny_config()
+    whole = run(config, tmp_path / "whole")
+    run(config, tmp_path / "parts", until=2)
+    state = json.loads((tmp_path / "parts" / "checkpoint.json").read_text())
+    assert state["step"] == 2
+    resumed = run(config, tmp_path / "parts", resume=True)
+    assert resumed.step == 4
+    for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    log = [json.loads(line) for line in (tmp_path / "parts" / "train_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log if e["event"] == "train"] == [1, 2, 3, 4]
+    assert [e["step"] for e in log if e["event"] == "val"] == [2, 4]
+    assert (tmp_path / "parts" / "fem.safetensors").exists()
+
+
+def test_resume_refuses_another_config(tmp_path):
+    run(tiny_config(), tmp_path, until=2)
+    with pytest.raises(ValueError, match="differs in"):
+        run(tiny_config(lr=5e-3), tmp_path, resume=True)
+    config = tiny_config()
+    from spikecodec.training import build_training_model, _schedule
+
+    model = build_training_model(config, torch.device("cpu"))
+    optimizer = torch.optim.Adam(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
+    assert load_checkpoint(tmp_path, model, optimizer, scheduler, config)["step"] == 2
+
+
+def test_stage_b_keeps_the_fem_frozen(tmp_path):
+    stage_a = run(tiny_config(), tmp_path / "a")
+    config = tiny_config(stage="b", model=TINY_B, fem_weights=str(tmp_path / "a"), steps=2)
+    result = run(config, tmp_path / "b")
+    for a, b in zip(stage_a.model.fem.state_dict().values(), result.model.fem.state_dict().values()):
+        assert torch.equal(a, b)
+    assert result.last_validation is not None and np.isfinite(result.last_validation["psnr"])
+    assert (tmp_path / "b" / "analysis.safetensors").exists()
+
+
+def test_cnn_stage_runs(tmp_path):
+    result = run(tiny_config(stage="cnn", model={"width": 4, "layers": 2}, steps=2), tmp_path)
+    assert result.step == 2 and (tmp_path / "plain-cnn.safetensors").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        result = run(tiny_config(steps=3, steps_per_epoch=3), out)
+        flat = torch.cat([p.detach().flatten() for p in result.model.parameters()])
+        gathered = [torch.zeros_like(flat) for _ in range(world_size)]
+        dist.all_gather(gathered, flat)
+        torch.manual_seed(0)
+        initial = torch.cat([p.flatten() for p in tiny_initial_model().parameters()])
+        if rank == 0:
+            report = {
+                "equal": all(torch.equal(gathered[0], g) for g in gathered[1:]),
+                "moved": not torch.equal(gathered[0], initial),
+            }
+            with open(os.path.join(out, "ddp.json"), "w") as handle:
+                json.dump(report, handle)
+    finally:
+        dist.destroy_process_group()
+
+
+def tiny_initial_model():
+    from spikecodec.training import build_training_model
+
+    return build_training_model(tiny_config(), torch.device("cpu"))
+
+
+def test_ddp_two_processes_keep_parameters_equal(tmp_path):
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    report = json.loads((tmp_path / "ddp.json").read_text())
+    assert report == {"equal": True, "moved": True}
+    assert (tmp_path / "checkpoint.json").exists()
+
+
+# ---------------------------------------------------------------------------------- CLI
+
+
+def test_cli_train(tmp_path):
+    from spikecodec.cli import main
+
+    runner = CliRunner()
+    result = runner.invoke(main, ["train", "--stage", "b", "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "fem_weights" in result.output
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"stage": "a", "nonsense": 1}))
+    result = runner.invoke(main, ["train", "--config", str(bad), "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "unknown training config keys" in result.output
+    assert runner.invoke(main, ["train", "--help"]).exit_code == 0
+
+
+@pytest.mark.slow
+def test_loss_decreases_on_real_clips(tmp_path):
+    config = TrainConfig(stage="a", model=TINY_A, steps=150, steps_per_epoch=150, batch_size=4, crop=32,
+                         pool_size=8, val_samples=3, val_crop=48, log_every=10, lr=3e-3)
+    train(config, tmp_path, progress=False)
+    losses = [json.loads(line)["mse"] for line in (tmp_path / "train_log.jsonl").read_text().splitlines()
+              if json.loads(line)["event"] == "train"]
+    assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3])
