@@ -498,9 +498,10 @@ def fit_motion_to_image(
     matrices[:, :, 2] += offset
     fitted = CameraMotion(matrices)
     # Shrinking by s image px per output px: blur as scikit-image's rescale does, sigma (s - 1) / 2.
-    smallest_step = float(np.sqrt(np.abs(np.linalg.det(matrices[:, :, :2]))).min())
-    if smallest_step > 1.0:
-        image = ndimage.gaussian_filter(image, sigma=(smallest_step - 1.0) / 2.0, mode="mirror")
+    # One blur for the whole path (zoom changes s by at most max_zoom): the median step.
+    typical_step = float(np.median(np.sqrt(np.abs(np.linalg.det(matrices[:, :, :2])))))
+    if typical_step > 1.0:
+        image = ndimage.gaussian_filter(image, sigma=(typical_step - 1.0) / 2.0, mode="mirror")
     return image, fitted
 
 

@@ -336,13 +336,16 @@ def validation_clips(config: TrainConfig, photos: list[np.ndarray] | None = None
 
 
 def _features_at(fem: FEM, spikes: torch.Tensor, centre: int, offsets: tuple[int, ...]) -> list[torch.Tensor]:
-    """FEM features (inference path, shared prefix sum) at ``centre + offset`` of (B, L, h, w) spikes."""
+    """FEM features (inference path, one prefix sum per clip) at ``centre + offset`` of (B, L, h, w)."""
     cumsum = prefix_sum(spikes, dim=1)
-    out = []
-    for offset in offsets:
-        starts = torch.full((spikes.shape[0],), centre + offset - fem.window_before, dtype=torch.long)
-        out.append(fem.forward_from_prefix_sum(cumsum, starts.to(spikes.device)))
-    return out
+    runs = [bank.runs() for bank in fem.filter_banks()]
+    return [
+        torch.cat([
+            fem.features_from_prefix_sum(cumsum[b], centre + offset - fem.window_before, runs=runs)
+            for b in range(spikes.shape[0])
+        ])
+        for offset in offsets
+    ]
 
 
 class StageTask(nn.Module):

@@ -75,14 +75,13 @@ def fem_cost(fem: FEM, height: int, width: int) -> list[OpCost]:
         filters.append(("dorsal", fem.dorsal_filter))
     responses = {}
     for name, bank in filters:
-        channel, _, _ = bank.runs()
-        runs, outputs = int(channel.numel()), bank.out_channels
+        runs, outputs = len(bank.runs()), bank.out_channels
         costs.append(OpCost(f"{name} filter run differences ({runs} runs)", runs * pixels))
         # the first run of a channel is written, the others are accumulated: one add each.
         costs.append(OpCost(f"{name} filter run accumulation", max(runs - outputs, 0) * pixels))
-        costs.append(OpCost(f"{name} rate scaling (x 1/length)", outputs * pixels, "elementwise"))
         costs.append(OpCost(f"{name} attention pooling", outputs * pixels))
-        costs.append(OpCost(f"{name} attention reweighting", outputs * pixels, "elementwise"))
+        # one multiplication per response: attention weight and 1/length folded together
+        costs.append(OpCost(f"{name} attention reweighting (x weight/length)", outputs * pixels, "elementwise"))
         responses[name] = torch.zeros(1, outputs, height, width)
     costs += _hook_layer_macs(
         fem, lambda: fem.fuse(responses["ventral"], responses.get("dorsal")), prefix="fem."
