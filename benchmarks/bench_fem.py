@@ -42,7 +42,7 @@ def benchmark(height: int, width: int, stride: int, repeats: int, threads: list[
     fem: FEM = model.fem
     rng = np.random.default_rng(0)
     window = torch.from_numpy((rng.random((1, fem.window_length, height, width)) < 0.3).astype(np.float32))
-    moments_per_stream = 8
+    moments_per_stream = 32
     stream_frames = fem.window_before + fem.window_after + 1 + stride * (moments_per_stream - 1)
     stream = (rng.random((stream_frames, height, width)) < 0.3).astype(np.uint8)
     moments = fem.window_before + stride * np.arange(moments_per_stream)

@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator, Mapping, Sequence, Union
 
+from spikecodec.outputs import apply_default_mode
+
 __all__ = [
     "MAGIC",
     "FORMAT_VERSION",
@@ -824,6 +826,7 @@ class SciWriter:
             os.fsync(self._file.fileno())
             self._file.close()
             self._refuse_existing()  # it may have appeared while we were encoding
+            apply_default_mode(Path(self._temp_path), 0o666)  # mkstemp made it private
             os.replace(self._temp_path, self.path)
         except BaseException:
             self.abort()

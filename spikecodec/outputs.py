@@ -118,6 +118,13 @@ def write_frames(
     return targets
 
 
+def apply_default_mode(path: Path, mode: int) -> None:
+    """mkstemp / mkdtemp create private files; give outputs the usual umask-derived mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, mode & ~umask)
+
+
 def _atomic(target: Path, write) -> None:
     handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part" + target.suffix,
                                     dir=target.parent if str(target.parent) else ".")
@@ -125,6 +132,7 @@ def _atomic(target: Path, write) -> None:
     temporary = Path(name)
     try:
         write(temporary)
+        apply_default_mode(temporary, 0o666)
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
@@ -180,6 +188,7 @@ def _write_png_directory(target: Path, frames: np.ndarray, record: dict) -> None
         for index, frame in enumerate(_to_uint8(frames)):
             iio.imwrite(temporary / f"frame_{index:0{digits}d}.png", frame)
         (temporary / "timestamps.json").write_text(json.dumps(record, indent=1))
+        apply_default_mode(temporary, 0o777)
         if target.exists():
             shutil.rmtree(target)
         os.replace(temporary, target)

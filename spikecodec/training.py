@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spikecodec import DEFAULT_CONVERSION_RATE
-from spikecodec.models.fem import FEM, FEMConfig, prefix_sum
+from spikecodec.models.fem import FEM, FEMConfig, SpikePrefix
 from spikecodec.models.sci import (
     FEMWithProxy, PlainCNN, PlainCNNConfig, ProxyConfig, SCIConfig, SCIReconstructor,
 )
@@ -337,13 +337,11 @@ def validation_clips(config: TrainConfig, photos: list[np.ndarray] | None = None
 
 def _features_at(fem: FEM, spikes: torch.Tensor, centre: int, offsets: tuple[int, ...]) -> list[torch.Tensor]:
     """FEM features (inference path, one prefix sum per clip) at ``centre + offset`` of (B, L, h, w)."""
-    cumsum = prefix_sum(spikes, dim=1)
+    prefixes = [SpikePrefix.of(clip) for clip in spikes]
     runs = [bank.runs() for bank in fem.filter_banks()]
     return [
-        torch.cat([
-            fem.features_from_prefix_sum(cumsum[b], centre + offset - fem.window_before, runs=runs)
-            for b in range(spikes.shape[0])
-        ])
+        torch.cat([fem.features_from_prefix(prefix, centre + offset - fem.window_before, runs=runs)
+                   for prefix in prefixes])
         for offset in offsets
     ]
 

@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from spikecodec.models import registry
-from spikecodec.models.afr import AFR, AFRConfig, flow_warp
+from spikecodec.models.afr import AFR, AFRConfig, deform_conv3x3_sampled, flow_warp
 from spikecodec.models.cost import afr_cost, fem_cost, fem_cost_summary, total_macs
 from spikecodec.models.fem import (
-    FEM, FEM_WINDOW_AFTER, FEM_WINDOW_BEFORE, FEM_WINDOW_LENGTH, FEMConfig, binarize_ste, check_moments,
-    extract_features,
+    FEM, FEM_WINDOW_AFTER, FEM_WINDOW_BEFORE, FEM_WINDOW_LENGTH, FEMConfig, SpikePrefix, binarize_ste,
+    check_moments, extract_features, iter_feature_chunks,
 )
 from spikecodec.models.heads import HeadConfig, ReconstructionHead
 from spikecodec.models.registry import TINY_FEM, TINY_SCI, ModelNotFoundError, WeightsError, load_model
@@ -117,6 +117,23 @@ def test_prefix_sum_path_equals_dense_path():
     assert torch.equal(fem(window), dense.detach())
 
 
+def test_strips_equal_whole_frame_and_dense_path():
+    fem = tiny_fem(seed=4, pfu_layers=2)
+    with torch.no_grad():  # attention that really depends on the input
+        for attention in (fem.ventral_attention, fem.dorsal_attention):
+            attention.excite.weight.normal_(0, 1.0)
+    window = random_spikes((1, fem.window_length, 17, 9), seed=5)
+    fem.train()
+    dense = fem(window).detach()
+    fem.eval()
+    prefix = SpikePrefix.of(window[0])
+    runs = [bank.runs() for bank in fem.filter_banks()]
+    whole = fem.features_from_prefix(prefix, 0, runs=runs, strip_rows=None)
+    strips = fem.features_from_prefix(prefix, 0, runs=runs, strip_rows=4)
+    assert torch.allclose(whole, dense, atol=1e-5)
+    assert torch.allclose(strips, whole, atol=1e-5)
+
+
 def test_straight_through_estimator_passes_gradients():
     latent = torch.tensor([-2.0, -0.5, 0.0, 0.5, 2.0], requires_grad=True)
     binary = binarize_ste(latent)
@@ -139,6 +156,12 @@ def test_extract_features_shares_prefix_sums_exactly():
     for index, t in enumerate(moments):
         window = torch.from_numpy(spikes[t - 39:t + 7]).float()[None]
         assert torch.allclose(features[index], fem(window)[0], atol=1e-6)
+    # moments far apart, out of order, with a tiny memory budget: same features, in the given order
+    order = [83, 39, 55, 40]
+    chunks = list(iter_feature_chunks(fem, spikes, order, chunk=4, prefix_budget_bytes=1))
+    assert [part.tolist() for part, _ in chunks] == [[83], [39], [55], [40]]
+    spread = torch.cat([block for _, block in chunks])
+    assert torch.allclose(spread, features[[3, 0, 2, 1]], atol=1e-6)
     with pytest.raises(ValueError, match="not valid"):
         extract_features(fem, spikes, [38])
     with pytest.raises(ValueError, match="not valid"):
@@ -158,6 +181,25 @@ def test_flow_warp_shifts_by_integer_motion():
     assert torch.allclose(warped[..., :-1], features[..., 1:])
     with pytest.raises(ValueError, match="motion field"):
         flow_warp(features, torch.zeros(1, 2, 4, 6))
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_sampled_deform_conv_matches_torchvision(groups):
+    from torchvision.ops import deform_conv2d
+
+    generator = torch.Generator().manual_seed(groups)
+    x = torch.randn(2, 4, 9, 11, generator=generator, requires_grad=True)
+    offset = (2.5 * torch.randn(2, 18 * groups, 9, 11, generator=generator)).requires_grad_()
+    mask = torch.rand(2, 9 * groups, 9, 11, generator=generator, requires_grad=True)
+    weight = torch.randn(3, 4, 3, 3, generator=generator, requires_grad=True)
+    bias = torch.randn(3, generator=generator, requires_grad=True)
+    reference = deform_conv2d(x, offset, weight, bias, padding=(1, 1), mask=mask)
+    ours = deform_conv3x3_sampled(x, offset, weight, bias, mask)
+    assert torch.allclose(ours, reference, atol=1e-4)
+    inputs = [x, offset, mask, weight, bias]
+    expected = torch.autograd.grad(reference.square().sum(), inputs)
+    for got, want in zip(torch.autograd.grad(ours.square().sum(), inputs), expected):
+        assert torch.allclose(got, want, rtol=1e-3, atol=1e-3 * want.abs().max().item())
 
 
 @pytest.mark.parametrize("mode", ["full", "warp", "deform"])
@@ -305,7 +347,7 @@ def test_fem_cost_counts_per_operation():
     assert counted == counter.get_total_flops() // 2  # flop_counter counts 2 flops per MAC
     summary = fem_cost_summary(fem, height, width, stride=20)
     assert summary["macs_per_moment"] == total_macs(costs)
-    assert summary["macs_per_moment_shared_prefix_sum"] == total_macs(costs) - 26 * height * width
+    assert summary["macs_per_moment_shared_prefix_sum"] == total_macs(costs) - 2 * 26 * height * width
 
 
 def test_default_fem_is_cheap():

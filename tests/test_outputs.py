@@ -66,3 +66,15 @@ def test_unknown_suffix_and_missing_folder(tmp_path):
     frames, moments = frames_and_moments()
     with pytest.raises(OutputError, match="does not exist"):
         write_frames(tmp_path / "missing" / "out.npz", frames, moments)
+
+
+def test_outputs_are_not_private_files(tmp_path):
+    import os
+
+    frames, moments = frames_and_moments()
+    umask = os.umask(0o022)
+    try:
+        write_frames(tmp_path / "out.npz", frames, moments)
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "out.npz").stat().st_mode & 0o777 == 0o644

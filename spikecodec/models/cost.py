@@ -64,12 +64,18 @@ def _hook_layer_macs(module: nn.Module, run: Callable[[], object], prefix: str =
 def fem_cost(fem: FEM, height: int, width: int) -> list[OpCost]:
     """Per-moment costs of the FEM inference path at ``height`` x ``width`` (one moment, no sharing).
 
-    When moments of a stream are ``stride`` frames apart, the prefix sum is shared and costs
-    ``stride`` instead of ``window_length`` additions per pixel (see :func:`fem_cost_summary`).
+    When moments of a stream are ``stride`` frames apart, the prefix sum and frame totals are
+    shared and cost ``stride`` instead of ``window_length`` additions per pixel each (see
+    :func:`fem_cost_summary`). Strip processing recomputes ``halo`` rows per strip boundary; that
+    overhead (a few percent) is not counted.
     """
     pixels = height * width
     config = fem.config
-    costs = [OpCost("temporal prefix sum (adds over the window)", fem.window_length * pixels)]
+    costs = [
+        OpCost("temporal prefix sum (adds over the window)", fem.window_length * pixels),
+        # frame totals give the attention's spatial means without a pass over the responses
+        OpCost("frame totals (adds over the window)", fem.window_length * pixels),
+    ]
     filters = [("ventral", fem.ventral_filter)]
     if config.dual_pathway:
         filters.append(("dorsal", fem.dorsal_filter))
@@ -79,7 +85,7 @@ def fem_cost(fem: FEM, height: int, width: int) -> list[OpCost]:
         costs.append(OpCost(f"{name} filter run differences ({runs} runs)", runs * pixels))
         # the first run of a channel is written, the others are accumulated: one add each.
         costs.append(OpCost(f"{name} filter run accumulation", max(runs - outputs, 0) * pixels))
-        costs.append(OpCost(f"{name} attention pooling", outputs * pixels))
+        costs.append(OpCost(f"{name} attention pooling (from frame totals)", 2 * runs))
         # one multiplication per response: attention weight and 1/length folded together
         costs.append(OpCost(f"{name} attention reweighting (x weight/length)", outputs * pixels, "elementwise"))
         responses[name] = torch.zeros(1, outputs, height, width)
@@ -137,7 +143,8 @@ def fem_cost_summary(fem: FEM, height: int, width: int, stride: int | None = Non
         "operations": [op.to_dict() for op in costs],
     }
     if stride is not None:
-        shared = macs - (fem.window_length - min(stride, fem.window_length)) * height * width
+        # prefix sum and frame totals: ``stride`` new frames per moment instead of the whole window
+        shared = macs - 2 * (fem.window_length - min(stride, fem.window_length)) * height * width
         summary["stride"] = stride
         summary["macs_per_moment_shared_prefix_sum"] = shared
     return summary

@@ -18,7 +18,8 @@ latent real weight per tap is trained through a straight-through estimator (the 
 hard threshold is taken as the gradient of ``clamp(w, -1, 1)``). A binary filter over binary spikes
 is a sum of selected frames, so in ``eval()`` the responses are computed from a cumulative sum over
 time: each run of consecutive ones costs one subtraction, and consecutive moments of a stream share
-the cumulative sum (:func:`extract_features`).
+the cumulative sum (:class:`SpikePrefix`, :func:`extract_features`). Inference then runs the frame
+in strips of rows (activations stay in cache; the result equals whole-frame processing).
 
 A squeeze-excitation attention, computed from the spatially pooled responses of a pathway,
 reweights its sub-filter channels per sample; then ``pfu_layers`` Pathway Fusion Units (PFU) let
@@ -211,16 +212,19 @@ class BinaryTemporalFilter(nn.Module):
         return out
 
 
-def prefix_sum(frames: torch.Tensor, dim: int) -> torch.Tensor:
+def prefix_sum(frames: torch.Tensor, dim: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """float32 cumulative sum along ``dim`` with a leading zero; exact for 0/1 frames (< 2**24).
 
     One whole-plane addition per frame: on CPU several times faster than ``torch.cumsum`` along
-    a non-last dimension; uint8 or bool frames are read as they are, without a float copy.
+    a non-last dimension.
     """
     shape = list(frames.shape)
     shape[dim] += 1
-    dtype = frames.dtype if frames.dtype.is_floating_point else torch.float32
-    out = torch.empty(shape, dtype=dtype, device=frames.device)
+    if out is None:
+        dtype = frames.dtype if frames.dtype.is_floating_point else torch.float32
+        out = torch.empty(shape, dtype=dtype, device=frames.device)
+    elif list(out.shape) != shape:
+        raise ValueError(f"prefix sum output must have shape {shape}, got {list(out.shape)}")
     out.select(dim, 0).zero_()
     for index in range(frames.shape[dim]):
         torch.add(out.select(dim, index), frames.select(dim, index), out=out.select(dim, index + 1))
@@ -270,11 +274,17 @@ class PathwayAttention(nn.Module):
         nn.init.zeros_(self.excite.weight)
         nn.init.zeros_(self.excite.bias)  # 2 * sigmoid(0) = 1: the identity at initialisation
 
-    def forward(self, counts: torch.Tensor, scale: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
-        scale = scale.to(counts.dtype)
-        pooled = counts.mean(dim=(2, 3)) * scale
-        weights = 2.0 * torch.sigmoid(self.excite(F.relu(self.squeeze(pooled)))) * scale
-        weights = weights[:, :, None, None]
+    def weights(self, mean_counts: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """(B, C) multipliers from the spatial means of the counts: attention x 1/length."""
+        scale = scale.to(mean_counts.dtype)
+        return 2.0 * torch.sigmoid(self.excite(F.relu(self.squeeze(mean_counts * scale)))) * scale
+
+    def forward(self, counts: torch.Tensor, scale: torch.Tensor, channels_last: bool = False,
+                weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Reweighted rates; ``weights`` (B, C) precomputed (e.g. over a whole frame, for a strip)."""
+        if weights is None:
+            weights = self.weights(counts.mean(dim=(2, 3)), scale)
+        weights = weights.to(counts.dtype)[:, :, None, None]
         if channels_last:  # the layout change rides on the multiplication (CPU inference)
             out = torch.empty_like(counts, memory_format=torch.channels_last)
             return torch.mul(counts, weights, out=out)
@@ -291,8 +301,24 @@ class PointwiseConv(nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__(in_channels, out_channels, 1)
 
-    def forward(self, *parts: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, *parts: torch.Tensor, channels_first: bool = False) -> torch.Tensor:  # type: ignore[override]
+        """``channels_first``: return a contiguous NCHW result (weights times the transposed
+        channels-last input, so no layout change is copied); only for a batch of one."""
         weight = self.weight.view(self.out_channels, self.in_channels)
+        if channels_first:
+            if parts[0].shape[0] != 1:
+                raise ValueError("channels_first output is for a batch of one")
+            out, offset = None, 0
+            for part in parts:
+                width = part.shape[1]
+                flat = part[0].permute(1, 2, 0).reshape(-1, width)  # (pixels, channels), a view when channels-last
+                term = weight[:, offset:offset + width] @ flat.t()
+                out = term if out is None else out.add_(term)
+                offset += width
+            if offset != self.in_channels:
+                raise ValueError(f"pointwise conv expects {self.in_channels} input channels, got {offset}")
+            out.add_(self.bias[:, None])
+            return out.view((1, self.out_channels) + tuple(parts[0].shape[2:]))
         out, offset = None, 0
         for index, part in enumerate(parts):
             width = part.shape[1]
@@ -397,41 +423,126 @@ class FEM(nn.Module):
         if self.ventral_filter.needs_dense_path():
             counts = [bank.counts(window) for bank in self.filter_banks()]
             return self.fuse(*counts)
-        cumsum = prefix_sum(window, dim=1)
-        return torch.cat([self.features_from_prefix_sum(cumsum[b], 0) for b in range(window.shape[0])])
+        runs = [bank.runs() for bank in self.filter_banks()]
+        return torch.cat([
+            self.features_from_prefix(SpikePrefix.of(window[b]), 0, runs=runs) for b in range(window.shape[0])
+        ])
 
     def fuse(self, ventral_counts: torch.Tensor, dorsal_counts: torch.Tensor | None = None,
-             channels_last: bool = False) -> torch.Tensor:
-        """Attention and PFU layers on the spike counts of both pathways -> F_t."""
-        ventral = self.ventral_attention(ventral_counts, self.ventral_filter.scale, channels_last)
-        if not self.config.dual_pathway:
+             channels_last: bool = False, weights: list[torch.Tensor] | None = None,
+             rows: tuple[int, int] | None = None) -> torch.Tensor:
+        """Attention and PFU layers on the spike counts of both pathways -> F_t.
+
+        ``weights`` (one (B, C) tensor per pathway, see :meth:`attention_weights`) replaces the
+        attention computed from the counts themselves, for counts of a strip of the frame;
+        ``rows`` (first, stop) keeps only those rows of the result (the strip without its halo),
+        returned as contiguous NCHW (batch of one).
+        """
+        weights = weights or [None, None]
+        ventral = self.ventral_attention(ventral_counts, self.ventral_filter.scale, channels_last, weights[0])
+        dorsal = None
+        if self.config.dual_pathway:
+            dorsal = self.dorsal_attention(dorsal_counts, self.dorsal_filter.scale, channels_last, weights[1])
+            for unit in self.units:
+                ventral, dorsal = unit(ventral, dorsal)
+        else:
             for unit in self.units:
                 ventral = unit(ventral)
-            return self.output(ventral)
-        dorsal = self.dorsal_attention(dorsal_counts, self.dorsal_filter.scale, channels_last)
-        for unit in self.units:
-            ventral, dorsal = unit(ventral, dorsal)
-        return self.output(ventral, dorsal)
+        parts = [ventral] if dorsal is None else [ventral, dorsal]
+        if rows is None:
+            return self.output(*parts)
+        parts = [part[:, :, rows[0]:rows[1]] for part in parts]  # the output convolution is 1x1
+        return self.output(*parts, channels_first=True)
+
+    @property
+    def halo(self) -> int:
+        """Rows of context a strip needs on each side: one per stacked 3x3 convolution."""
+        return self.config.pfu_layers
 
     @torch.no_grad()
-    def features_from_prefix_sum(
-        self, cumsum: torch.Tensor, window_start: int, out: torch.Tensor | None = None,
-        runs: list[list[tuple[int, int, int]]] | None = None,
-    ) -> torch.Tensor:
-        """Inference for the window starting at frame ``window_start`` of a prefix sum (L + 1, H, W).
+    def attention_weights(self, prefix: "SpikePrefix", window_start: int,
+                          runs: list[list[tuple[int, int, int]]]) -> list[torch.Tensor]:
+        """Per-pathway (1, C) attention multipliers of a window, from the frame totals alone."""
+        pixels = prefix.cumsum.shape[1] * prefix.cumsum.shape[2]
+        out = []
+        banks = self.filter_banks()
+        attentions = [self.ventral_attention] + ([self.dorsal_attention] if self.config.dual_pathway else [])
+        for bank, bank_runs, attention in zip(banks, runs, attentions):
+            means = torch.zeros(1, bank.out_channels, dtype=torch.float64)
+            for channel, first, stop in bank_runs:
+                means[0, channel] += prefix.totals[window_start + stop] - prefix.totals[window_start + first]
+            means = (means / pixels).to(prefix.cumsum.dtype).to(prefix.cumsum.device)
+            out.append(attention.weights(means, bank.scale))
+        return out
 
-        On CPU the convolutions run in channels-last layout, one moment at a time (a batch of full
-        frames overflows the caches and costs more per moment). ``out`` (1, C, H, W) receives the
-        result; ``runs`` (per filter bank, from ``runs()``) saves recomputing them per moment.
+    @torch.no_grad()
+    def features_from_prefix(
+        self, prefix: "SpikePrefix", window_start: int, out: torch.Tensor | None = None,
+        runs: list[list[tuple[int, int, int]]] | None = None, strip_rows: int | None = 64,
+    ) -> torch.Tensor:
+        """Inference for the window starting at frame ``window_start`` of a :class:`SpikePrefix`.
+
+        The frame is processed in strips of ``strip_rows`` rows (plus :attr:`halo` rows of
+        context, ``None``: the whole frame at once): on CPU the layers are memory-bound, and a
+        strip's activations stay in cache. The result equals whole-frame processing (the
+        attention pools the whole frame, from the prefix totals). Convolutions run in
+        channels-last layout on CPU. ``out`` (1, C, H, W) receives the result; ``runs`` (per filter
+        bank, from ``runs()``) saves recomputing them for every moment.
         """
         banks = self.filter_banks()
         runs = runs or [bank.runs() for bank in banks]
-        counts = [bank.counts_from_prefix_sum(cumsum, window_start, r) for bank, r in zip(banks, runs)]
-        features = self.fuse(*counts, channels_last=cumsum.device.type == "cpu")
+        weights = self.attention_weights(prefix, window_start, runs)
+        height, width = prefix.cumsum.shape[1:]
         if out is None:
-            return features.contiguous()
-        out.copy_(features)
+            out = prefix.cumsum.new_empty((1, self.config.channels, height, width))
+        channels_last = prefix.cumsum.device.type == "cpu"
+        rows = height if strip_rows is None or not channels_last else max(1, int(strip_rows))
+        for top in range(0, height, rows):
+            bottom = min(height, top + rows)
+            start, stop = max(0, top - self.halo), min(height, bottom + self.halo)
+            strip = prefix.cumsum[:, start:stop]
+            counts = [bank.counts_from_prefix_sum(strip, window_start, r) for bank, r in zip(banks, runs)]
+            features = self.fuse(*counts, channels_last=channels_last, weights=weights,
+                                 rows=(top - start, bottom - start))
+            out[:, :, top:bottom].copy_(features)
         return out
+
+
+@dataclass
+class SpikePrefix:
+    """Prefix sums of a block of spike frames: ``cumsum`` (L + 1, H, W) float32 and the frame
+    totals ``totals`` (L + 1,) float64 (``totals[j]``: spikes in the first j frames)."""
+
+    cumsum: torch.Tensor
+    totals: torch.Tensor
+
+    @classmethod
+    def of(cls, frames: torch.Tensor, workspace: dict[str, torch.Tensor] | None = None) -> "SpikePrefix":
+        """From (L, H, W) spike frames (uint8, bool or float).
+
+        ``workspace`` keeps the large buffers between calls (freshly allocated ones are paid in
+        page faults, which cost more than the sums themselves); the result then lives in it.
+        """
+        length, height, width = frames.shape
+        # float32 holds per-frame counts exactly (< 2**24 pixels); integer reductions are far slower
+        converted = _workspace(workspace, "frames", (length, height, width), frames.device)
+        converted.copy_(frames)
+        sums = converted.sum(dim=(1, 2)).to(torch.float64).cpu()
+        totals = torch.cat([torch.zeros(1, dtype=torch.float64), sums.cumsum(0)])
+        cumsum = _workspace(workspace, "cumsum", (length + 1, height, width), frames.device)
+        return cls(prefix_sum(converted, dim=0, out=cumsum), totals)
+
+
+def _workspace(workspace: dict[str, torch.Tensor] | None, name: str, shape: tuple[int, ...],
+               device: torch.device) -> torch.Tensor:
+    """A float32 tensor of ``shape``, reusing (a prefix of) ``workspace[name]`` when it is big enough."""
+    size = int(np.prod(shape))
+    if workspace is None:
+        return torch.empty(shape, dtype=torch.float32, device=device)
+    buffer = workspace.get(name)
+    if buffer is None or buffer.numel() < size or buffer.device != device:
+        buffer = workspace[name] = torch.empty(size, dtype=torch.float32, device=device)
+    return buffer[:size].view(shape)
 
 
 def valid_moment_range(num_frames: int, before: int, after: int) -> tuple[int, int]:
@@ -468,7 +579,26 @@ def _frames_tensor(spikes: np.ndarray | torch.Tensor, start: int, stop: int, dev
         block = torch.from_numpy(np.ascontiguousarray(block))
     if block.dtype == torch.bool:
         block = block.view(torch.uint8)
-    return block.to(device=device)  # integer frames stay integer: prefix_sum reads them as they are
+    return block.to(device=device)  # SpikePrefix.of converts to float once, on the device
+
+
+PREFIX_BUDGET_BYTES = 256 << 20  # prefix-sum memory of one chunk (float frames + cumulative sum)
+
+
+def _chunks(moments: np.ndarray, chunk: int, max_frames: int, window: int) -> Iterator[slice]:
+    """Consecutive slices of at most ``chunk`` moments whose windows span at most ``max_frames``."""
+    begin = 0
+    while begin < moments.size:
+        end = begin + 1
+        low = high = int(moments[begin])
+        while end < moments.size and end - begin < chunk:
+            t = int(moments[end])
+            if max(high, t) - min(low, t) + window > max_frames:
+                break
+            low, high = min(low, t), max(high, t)
+            end += 1
+        yield slice(begin, end)
+        begin = end
 
 
 def iter_feature_chunks(
@@ -477,31 +607,42 @@ def iter_feature_chunks(
     moments: Sequence[int] | np.ndarray,
     chunk: int = 8,
     device: torch.device | str | None = None,
+    out: torch.Tensor | None = None,
+    prefix_budget_bytes: int = PREFIX_BUDGET_BYTES,
 ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
     """Yield (moments, features (n, C, H, W)) for consecutive chunks of at most ``chunk`` moments.
 
     Each chunk reads only the spike frames its windows cover and computes one prefix sum that
-    all its moments share; memory is bounded by the chunk, not the stream.
+    all its moments share. A chunk also ends where its frames would exceed
+    ``prefix_budget_bytes`` (at least one window), so memory is bounded whatever the moments.
+    With ``out`` (N, C, H, W) the features are written there and the yielded tensors are views.
     """
     spikes = _as_frames(spikes)
     if chunk < 1:
         raise ValueError(f"chunk must be at least 1 moment, got {chunk}")
     moments = check_moments(moments, spikes.shape[0], fem.window_before, fem.window_after)
     device = torch.device(device) if device is not None else next(fem.parameters()).device
+    shape = (moments.size, fem.config.channels) + tuple(spikes.shape[1:])
+    if out is not None and tuple(out.shape) != shape:
+        raise ValueError(f"feature output must have shape {shape}, got {tuple(out.shape)}")
     was_training = fem.training
     fem.eval()
     try:
         with torch.no_grad():
             runs = [bank.runs() for bank in fem.filter_banks()]
-            for begin in range(0, moments.size, chunk):
-                part = moments[begin:begin + chunk]
+            workspace: dict[str, torch.Tensor] = {}
+            pixels = int(spikes.shape[1]) * int(spikes.shape[2])
+            max_frames = max(fem.window_length, prefix_budget_bytes // (8 * pixels))
+            for span in _chunks(moments, chunk, max_frames, fem.window_length):
+                part, begin = moments[span], span.start
                 first = int(part.min()) - fem.window_before
                 stop = int(part.max()) + fem.window_after + 1
-                cumsum = prefix_sum(_frames_tensor(spikes, first, stop, device), dim=0)
-                out = torch.empty((len(part), fem.config.channels) + tuple(spikes.shape[1:]), device=device)
+                prefix = SpikePrefix.of(_frames_tensor(spikes, first, stop, device), workspace)
+                block = (out[begin:begin + len(part)] if out is not None
+                         else torch.empty((len(part),) + shape[1:], device=device))
                 for index, t in enumerate(part):
-                    fem.features_from_prefix_sum(cumsum, int(t) - fem.window_before - first, out[index:index + 1], runs)
-                yield part, out
+                    fem.features_from_prefix(prefix, int(t) - fem.window_before - first, block[index:index + 1], runs)
+                yield part, block
     finally:
         fem.train(was_training)
 
@@ -519,10 +660,15 @@ def extract_features(
     ``chunk`` moments; the result itself holds N feature maps (use :func:`iter_feature_chunks` to
     stream them instead).
     """
-    parts = [features.cpu() for _, features in iter_feature_chunks(fem, spikes, moments, chunk, device)]
-    if not parts:
+    spikes = _as_frames(spikes)
+    count = np.asarray(moments).size
+    if count == 0:
         raise ValueError("no moments given")
-    return torch.cat(parts, dim=0)
+    device = torch.device(device) if device is not None else next(fem.parameters()).device
+    out = torch.empty((count, fem.config.channels) + tuple(spikes.shape[1:]), device=device)
+    for _ in iter_feature_chunks(fem, spikes, moments, chunk, device, out=out):
+        pass
+    return out
 
 
 def fem_parameter_count(fem: FEM) -> dict[str, int]:
@@ -540,6 +686,6 @@ def default_window_geometry() -> dict[str, int]:
 __all__ = [
     "FEM", "FEMConfig", "FEM_WINDOW_BEFORE", "FEM_WINDOW_AFTER", "FEM_WINDOW_LENGTH",
     "BinaryTemporalFilter", "PathwayAttention", "PathwayFusionUnit", "binarize_ste",
-    "check_moments", "extract_features", "iter_feature_chunks", "prefix_sum",
+    "SpikePrefix", "check_moments", "extract_features", "iter_feature_chunks", "prefix_sum",
     "fem_parameter_count", "default_window_geometry", "valid_moment_range",
 ]
