@@ -29,6 +29,9 @@ Output directory (rank 0 writes, the others only read):
 
 Runs under ``torchrun`` (DDP): the process group is set up from the environment (gloo on CPU,
 nccl on CUDA), each rank draws its own clips, gradients are averaged by DDP.
+
+Ablations are configs of the same stages: ``"model": {"fem": {"dual_pathway": false}}`` (stage a,
+ventral pathway only) and ``"model": {"afr": {"mode": "warp"}}`` or ``"deform"`` (stage b).
 """
 
 from __future__ import annotations
@@ -166,6 +169,26 @@ def smoothness_penalty(features: torch.Tensor, norm: str = "l2") -> torch.Tensor
     if norm == "l1":
         return lap.abs().mean() / (centred.abs().mean() + 1e-8)
     raise ValueError(f"norm must be one of {SMOOTH_NORMS}, got {norm!r}")
+
+
+@torch.no_grad()
+def feature_smoothness(fem: FEM, clips: list["Clip"], moment_range: int) -> dict[str, float]:
+    """:func:`laplacian_norms` of the FEM's features at the centre moment of each clip (Table II).
+
+    Use the same clips (e.g. :func:`validation_clips`) for FEMs trained with and without the
+    penalty; stage (a) logs these norms at every validation.
+    """
+    was_training = fem.training
+    fem.eval()
+    try:
+        features = []
+        for clip in clips:
+            t = clip.first_moment + moment_range // 2
+            window = torch.from_numpy(clip.spikes[t - fem.window_before:t + fem.window_after + 1]).float()[None]
+            features.append(fem(window.to(next(fem.parameters()).device)))
+    finally:
+        fem.train(was_training)
+    return laplacian_norms(torch.cat(features))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -745,7 +768,7 @@ def load_train_config(path: str | os.PathLike | None, overrides: dict[str, Any])
 
 __all__ = [
     "Clip", "ClipPool", "DistributedContext", "STAGES", "StageTask", "TrainConfig", "TrainResult",
-    "build_training_model", "clip_geometry", "model_reach", "export_weights", "laplacian", "laplacian_norms",
+    "build_training_model", "clip_geometry", "feature_smoothness", "model_reach", "export_weights", "laplacian", "laplacian_norms",
     "load_checkpoint", "load_train_config", "make_clip", "save_checkpoint", "setup_distributed",
     "smoothness_penalty", "train", "training_batches", "training_photos", "validate", "validation_clips",
 ]

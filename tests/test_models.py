@@ -362,3 +362,32 @@ def test_afr_cost_counts_hand_ops():
     names = " ".join(op.name for op in costs)
     assert "grid_sample" in names and "deform_conv2d bilinear" in names
     assert total_macs(costs) > 0
+
+
+# ---------------------------------------------------------------------------------- shipped weights
+
+
+def _shipped(model_id: str) -> bool:
+    spec = registry.get_spec(model_id)
+    base = registry.get_spec(spec.base) if spec.base else None
+    return spec.sha256 is not None and (base is None or base.sha256 is not None)
+
+
+@pytest.mark.skipif(not _shipped("sci-small-v1-recon"), reason="sci-small-v1 weights not shipped yet")
+def test_shipped_reconstruction_beats_tfp_on_a_static_scene():
+    from data_tools.photos import load_photo
+
+    from spikecodec.baselines import tfp
+    from spikecodec.metrics import psnr
+    from spikecodec.simulate import fit_motion_to_image, random_camera_motion, simulate_still
+
+    rng = np.random.default_rng(7)
+    height, width, frames = 64, 96, 110
+    motion = random_camera_motion(rng, frames, 0.0, height, width)
+    image, motion = fit_motion_to_image(load_photo("chelsea"), motion, rng, height, width)
+    stream = simulate_still(image, motion, height, width, seed=8)
+    moments = [39, 59, 79]
+    model = load_model("sci-small-v1-recon")
+    ours = psnr(stream.intensity[moments], model.reconstruct(stream.spikes, moments))
+    baseline = psnr(stream.intensity[moments], tfp(stream.spikes, moments))
+    assert ours > baseline

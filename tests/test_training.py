@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from spikecodec.models.registry import TINY_SCI
 from spikecodec.training import (
-    Clip, TrainConfig, clip_geometry, laplacian_norms, load_checkpoint, make_clip, smoothness_penalty,
+    Clip, TrainConfig, clip_geometry, feature_smoothness, laplacian_norms, load_checkpoint, make_clip, smoothness_penalty,
     train, training_batches,
 )
 
@@ -59,6 +59,16 @@ def test_laplacian_norms():
     norms = laplacian_norms(spike)
     assert norms["l1"] == pytest.approx(8 / 9)  # |-4| + 4 * |1| over 3x3 interior pixels
     assert norms["l2"] == pytest.approx(20 / 9)
+
+
+def test_feature_smoothness_on_clips():
+    from spikecodec.models.fem import FEM
+
+    config = tiny_config()
+    clips = [fake_clip(config, None, np.random.default_rng(i), 12, clip_geometry(config)) for i in range(2)]
+    torch.manual_seed(0)
+    norms = feature_smoothness(FEM(TINY_SCI.fem), clips, config.moment_range)
+    assert set(norms) == {"l1", "l2", "l1_relative", "l2_relative"} and norms["l2"] > 0
 
 
 def test_smoothness_penalty_ignores_scale():

@@ -68,7 +68,7 @@ TINY_SCI = SCIConfig(
     head=HeadConfig(in_channels=8, width=8, layers=2),
 )
 SMALL_SCI = SCIConfig()
-BASELINE_CNN = PlainCNNConfig(window=41, width=56, layers=6)  # ~134k parameters, like SCI's ~138k
+BASELINE_CNN = PlainCNNConfig()  # 41 frames, width 56, 6 layers: ~134k parameters, like SCI's ~138k
 
 _SPECS = [
     ModelSpec("sci-tiny-test", "fem", TINY_FEM.to_dict(), seed=0,

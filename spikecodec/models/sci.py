@@ -228,7 +228,7 @@ class PlainCNNConfig:
     """Plain CNN on the raw spike frames ``t - window//2 .. t + window//2`` (odd window)."""
 
     window: int = 41
-    width: int = 64
+    width: int = 56  # ~134k parameters, like the default SCI reconstructor (~138k)
     layers: int = 6
 
     def __post_init__(self) -> None:
