@@ -117,6 +117,23 @@ def test_prefix_sum_path_equals_dense_path():
     assert torch.equal(fem(window), dense.detach())
 
 
+def test_trained_latents_inside_unit_interval_keep_inference_equal_to_training():
+    # Latents in (-1, 1), as training leaves them, once made 1 + s - s = 0.99999994 for some s,
+    # which the run-length inference path truncated to 0 (a bug caught on a real run).
+    fem = tiny_fem(seed=4)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for latent in list(fem.ventral_filter.latent) + list(fem.dorsal_filter.latent):
+            latent.copy_(torch.rand(latent.shape, generator=generator) * 1.8 - 0.9)
+    fem.train()
+    for bank in fem.filter_banks():
+        assert set(torch.unique(bank.dense_weight().detach()).tolist()) <= {0.0, 1.0}
+    window = random_spikes((2, fem.window_length, 8, 7), seed=2)
+    dense = fem(window).detach()
+    fem.eval()
+    assert torch.equal(fem(window), dense)
+
+
 def test_strips_equal_whole_frame_and_dense_path():
     fem = tiny_fem(seed=4, pfu_layers=2)
     with torch.no_grad():  # attention that really depends on the input

@@ -115,11 +115,28 @@ class FEMConfig:
         return cls(**data)
 
 
+class _BinarizeSTE(torch.autograd.Function):
+    """Forward: exactly 0.0 or 1.0. Backward: the gradient of clamp(latent, -1, 1).
+
+    Written as a Function rather than ``hard + soft - soft.detach()``: that sum is off by one ulp
+    for many latents (0.99999994 instead of 1), which the run-length inference path would then
+    truncate to 0, making inference disagree with training.
+    """
+
+    @staticmethod
+    def forward(ctx, latent: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(latent)
+        return (latent >= 0).to(latent.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (latent,) = ctx.saved_tensors
+        return grad * (latent.abs() <= 1.0).to(grad.dtype)
+
+
 def binarize_ste(latent: torch.Tensor) -> torch.Tensor:
-    """Heaviside step (1 where latent >= 0) whose gradient is that of clamp(latent, -1, 1)."""
-    hard = (latent >= 0).to(latent.dtype)
-    soft = latent.clamp(-1.0, 1.0)
-    return hard + soft - soft.detach()
+    """Heaviside step (1 where latent >= 0, exactly) whose gradient is that of clamp(latent, -1, 1)."""
+    return _BinarizeSTE.apply(latent)
 
 
 class BinaryTemporalFilter(nn.Module):
@@ -165,7 +182,7 @@ class BinaryTemporalFilter(nn.Module):
     @torch.no_grad()
     def runs(self) -> list[tuple[int, int, int]]:
         """Runs of consecutive ones of the binary weights: (channel, first frame, last frame + 1)."""
-        binary = self.binary_weight().to(torch.int8)
+        binary = (self.binary_weight() > 0.5).to(torch.int8)
         padded = F.pad(binary, (1, 1))
         rises = torch.nonzero(padded[:, 1:-1] > padded[:, :-2])  # 0 -> 1: a run starts here
         falls = torch.nonzero(padded[:, 1:-1] > padded[:, 2:])  # 1 -> 0 next: a run ends here
