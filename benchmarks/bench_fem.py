@@ -15,10 +15,15 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from docs_sections import replace_section  # noqa: E402
 
 from spikecodec.models.cost import afr_cost, fem_cost_summary, total_macs
 from spikecodec.models.fem import FEM, FEMConfig, extract_features, fem_parameter_count
@@ -86,6 +91,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--afr", action="store_true", help="also time and count AFR + reconstruction head")
     parser.add_argument("--json", default=None, help="write the full report here")
+    parser.add_argument("--write-docs", action="store_true",
+                        help="put the table into the fem-cost section of docs/BENCHMARKS.md")
     args = parser.parse_args()
     report = benchmark(args.height, args.width, args.stride, args.repeats, args.threads, args.afr)
     cost = report["cost"]
@@ -104,6 +111,40 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(report, handle, indent=1)
+    if args.write_docs:
+        replace_section(Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md", "fem-cost",
+                        markdown(report, args))
+
+
+def markdown(report: dict, args: argparse.Namespace) -> str:
+    cost = report["cost"]
+    lines = [
+        f"## End-side cost of the FEM at {args.height}x{args.width} (default config)", "",
+        f"`python benchmarks/bench_fem.py{' --afr' if args.afr else ''} --write-docs`: random "
+        f"weights and spikes, {platform.machine()}, torch {torch.__version__}, median of "
+        f"{args.repeats} runs. Parameters: {report['parameters']}. MACs per moment counted per "
+        "operation (cumulative sums, frame totals, deform_conv2d and grid_sample by hand; "
+        "convolutions checked against torch.utils.flop_counter in the tests).", "",
+        "| operation | kind | MMAC per moment |", "| --- | --- | ---: |",
+    ]
+    for op in cost["operations"]:
+        lines.append(f"| {op['name']} | {op['kind']} | {op['macs'] / 1e6:.2f} |")
+    lines += [
+        f"| **total** | | **{cost['macs_per_moment'] / 1e6:.1f}** "
+        f"({cost['macs_per_moment_shared_prefix_sum'] / 1e6:.1f} with the prefix sum shared at "
+        f"stride {args.stride}) |", "",
+        f"Element-wise operations besides: {cost['elementwise_per_moment'] / 1e6:.1f} M per moment.",
+        "", "| torch threads | " + " | ".join(next(iter(report["timing_ms_per_moment"].values())))
+        + " |", "| --- |" + " ---: |" * len(next(iter(report["timing_ms_per_moment"].values()))),
+    ]
+    for threads, entry in report["timing_ms_per_moment"].items():
+        lines.append(f"| {threads.replace('_', ' ')} | "
+                     + " | ".join(f"{value:.1f} ms" for value in entry.values()) + " |")
+    if "cloud_cost" in report:
+        lines += ["", f"Cloud side (AFR + reconstruction head): "
+                  f"{report['cloud_cost']['parameters']} parameters, "
+                  f"{report['cloud_cost']['macs_per_moment'] / 1e9:.2f} GMAC per moment."]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

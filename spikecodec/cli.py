@@ -182,8 +182,11 @@ def _spike_input_options(function):
 @click.option("-o", "--output", required=True, type=click.Path(),
               help="OUT.mp4 (plus OUT.timestamps.json), OUT.npz, OUT.h5, or a directory for PNGs.")
 @_spike_input_options
-@click.option("--method", type=click.Choice(["tfp", "tfi"]), default="tfp", show_default=True,
-              help="TFP: spike count over a window; TFI: inverse inter-spike interval.")
+@click.option("--method", type=click.Choice(["tfp", "tfi", "sci"]), default="tfp", show_default=True,
+              help="TFP: spike count over a window; TFI: inverse inter-spike interval; sci: the "
+                   "learned SCI analysis path on uncompressed features (--model).")
+@click.option("--model", "model_id", default="sci-small-v1-recon", show_default=True,
+              help="Registered reconstruction model for --method sci.")
 @click.option("--window", type=click.IntRange(min=1), default=41, show_default=True,
               help="TFP window in spike frames, centred on each moment.")
 @click.option("--stride", type=click.IntRange(min=1), default=20, show_default=True,
@@ -197,9 +200,9 @@ def _spike_input_options(function):
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
               help="Playback rate of an .mp4 output (not the capture rate).")
 @click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
-def reconstruct(spikes_path, output, height, width, head_columns, method, window, stride, phase,
-                rate, spike_rate, fps, force):
-    """Reconstruct a video from raw spikes IN (.dat, .npz, .h5) with TFP or TFI.
+def reconstruct(spikes_path, output, height, width, head_columns, method, model_id, window, stride,
+                phase, rate, spike_rate, fps, force):
+    """Reconstruct a video from raw spikes IN (.dat, .npz, .h5) with TFP, TFI or the SCI model.
 
     Each output frame belongs to a moment (a spike-frame index), recorded as its timestamp.
     """
@@ -212,12 +215,13 @@ def reconstruct(spikes_path, output, height, width, head_columns, method, window
         frames, moments = reconstruct_stream(
             spikes_path, method=method, window=window, stride=stride, phase=phase, rate=rate,
             height=height, width=width, head_columns=head_columns, progress=True,
+            model_id=model_id,
         )
         from spikecodec.outputs import write_frames
 
         written = write_frames(output, frames, moments, spike_rate_hz=spike_rate, fps=fps,
                                force=force, metadata={"method": method, "source": str(spikes_path)})
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, KeyError, RuntimeError) as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"{method.upper()}: {len(moments)} frames (moments {moments[0]}..{moments[-1]}, "
                f"stride {stride}) -> {', '.join(map(str, written))} "
