@@ -14,12 +14,10 @@ With --write-docs the tables replace the `baselines` section of docs/BENCHMARKS.
 from __future__ import annotations
 
 import argparse
-import lzma
 import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -31,8 +29,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from docs_sections import replace_section  # noqa: E402
 
+from spikecodec.anchors import lossless_bits  # noqa: E402
 from spikecodec.baselines import tfi, tfp  # noqa: E402
-from spikecodec.io import pack_frames  # noqa: E402
 from spikecodec.metrics import psnr_per_frame, ssim_per_frame  # noqa: E402
 from spikecodec.moments import moments_for  # noqa: E402
 
@@ -60,31 +58,6 @@ def jbig_tool() -> str | None:
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             tool = shutil.which("pbmtojbg")
     return tool
-
-
-def jbig_bits(spikes: np.ndarray, tool: str) -> int:
-    """Bits of JBIG coding the frames stacked vertically as one bi-level image."""
-    num_frames, height, width = spikes.shape
-    rows = np.packbits(spikes.reshape(num_frames * height, width), axis=1)  # PBM: MSB first
-    with tempfile.TemporaryDirectory() as folder:
-        pbm, jbg = Path(folder) / "s.pbm", Path(folder) / "s.jbg"
-        pbm.write_bytes(f"P4\n{width} {num_frames * height}\n".encode() + rows.tobytes())
-        subprocess.run([tool, str(pbm), str(jbg)], check=True, stderr=subprocess.DEVNULL)
-        return jbg.stat().st_size * 8
-
-
-def lossless_bits(spikes: np.ndarray, tool: str | None) -> dict[str, int]:
-    import zstandard
-
-    dat = pack_frames(spikes[:, ::-1]).tobytes()  # the .dat layout: rows bottom-up, LSB first
-    bits = {
-        "raw .dat": len(dat) * 8,
-        "zstd -19": len(zstandard.ZstdCompressor(level=19).compress(dat)) * 8,
-        "xz -9": len(lzma.compress(dat, preset=9)) * 8,
-    }
-    if tool:
-        bits["JBIG (jbigkit)"] = jbig_bits(spikes, tool)
-    return bits
 
 
 def main() -> None:

@@ -330,6 +330,112 @@ def info(file: str, as_json: bool) -> None:
 # --- end section: info -----------------------------------------------------------------------
 
 
+# --- section: eval (owner: evaluation) -------------------------------------------------------
+
+# exit status of `eval` when some inputs failed (their errors are in the results)
+EVAL_PARTIAL_FAILURE_EXIT = 3
+
+
+@main.command("eval")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory for results.json and results.csv (created if missing).")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Inputs evaluated in parallel processes.")
+@click.option("--stride", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Spike frames between evaluated moments.")
+@click.option("--qps", default="22:47:5", show_default=True,
+              help="Constant QPs of the x265 / VVC anchors: a list (22,27,32) or start:stop:step.")
+@click.option("--gop", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Intra period of the video anchors, in frames (our codec's GOP).")
+@click.option("--methods", default="tfp41,tfi,ours-raw,lossless", show_default=True,
+              help="Reconstructions coded by the video anchors (tfp41, tfi, ours-raw: the learned "
+                   "model on uncompressed features) and/or lossless (raw, zstd, xz, JBIG).")
+@click.option("--codecs", default="x265,vvc", show_default=True,
+              help="Video anchors coding each reconstruction (x265, vvc, or none).")
+@click.option("--model", "model_id", default="sci-small-v1-recon", show_default=True,
+              help="Registered reconstruction model for ours-raw.")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="At most N items (sequences, clips, manifest entries) per input file.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Threads per coder and per torch process [default: the coders' own; with "
+                   "--jobs, cpus / jobs].")
+@click.option("--force", is_flag=True, help="Replace results already in the output directory.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def eval_command(inputs, out_dir, jobs, stride, qps, gop, methods, codecs, model_id, limit, threads,
+                 force, no_progress):
+    """Rate-distortion points of the anchors (and, once it exists, our codec) on INPUTS.
+
+    INPUTS are S-Motion / S-MNIST .h5 files (every sequence or clip is one input) or JSON
+    manifests of spike files with ground truth:
+
+    \b
+      {"inputs": [{"path": "drive.dat", "height": 250, "width": 400,
+                   "ground_truth": "drive_gt.npz", "spike_index": [100, 200]}]}
+
+    Each reconstruction (TFP41, TFI, ours-raw) at the moments every --stride spike frames is coded
+    with x265 and VVC at every QP (methods tfp41+x265, tfi+vvc, ...); lossless coders code the raw
+    spikes. One row per (input, method, rate point) with bpp over the spike pixels, PSNR and SSIM
+    against the ground truth, encode / decode seconds. A failed input is reported and the others
+    go on (exit status 3 when some failed). Then: spikecodec bdrate DIR --anchor tfp41+x265
+
+    \b
+      spikecodec eval data/smotion_test.h5 -o report/ --jobs 2
+    """
+    from spikecodec.evaluation import EvaluationError, evaluate, parse_codecs, parse_methods, parse_qps
+
+    try:
+        qp_list = parse_qps(qps)
+        reconstructions, lossless = parse_methods(methods)
+        codec_list = parse_codecs(codecs)
+        summary = evaluate(
+            inputs, out_dir, stride=stride, qps=qp_list, gop=gop,
+            methods=reconstructions + (("lossless",) if lossless else ()), codecs=codec_list,
+            model_id=model_id, limit=limit, jobs=jobs, threads=threads,
+            progress=not no_progress, force=force,
+        )
+    except (EvaluationError, ValueError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    for reason in summary.skipped:
+        click.echo(f"skipped: {reason}", err=True)
+    for error in summary.errors:
+        click.echo(f"error: {error['input']} [{error['method']}]: {error['error']}", err=True)
+    click.echo(f"{summary.items} input(s), {summary.failed_items} failed, {len(summary.rows)} rows "
+               f"-> {summary.results_json}, {summary.results_csv}")
+    if summary.failed_items and summary.failed_items == summary.items:
+        raise click.ClickException("every input failed")
+    if summary.failed_items:
+        raise SystemExit(EVAL_PARTIAL_FAILURE_EXIT)
+
+
+@main.command("bdrate")
+@click.argument("results_dir", metavar="DIR", type=click.Path(exists=True))
+@click.option("--anchor", required=True,
+              help="Method every other one is compared with, e.g. tfp41+x265 or ours-raw+x265.")
+@click.option("--method", "interpolation", type=click.Choice(["pchip", "akima"]), default="pchip",
+              show_default=True, help="Bjontegaard interpolation.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="RD plot PNG to write [default: DIR/rd.png].")
+def bdrate_command(results_dir, anchor, interpolation, plot_path):
+    """BD-rate and BD-PSNR of every method in DIR/results.json against --anchor.
+
+    Per input, each method's Pareto points are compared with the anchor's on the same input; the
+    mean is over the inputs where a value exists. Curves whose PSNR (or rate) ranges overlap by
+    less than 75% are reported as "insufficient overlap (NN%)", not as a number. Prints Markdown
+    tables and writes DIR/bdrate.csv and an RD plot of every method's mean curve.
+    """
+    from spikecodec.evaluation import EvaluationError, write_bdrate
+
+    try:
+        report, csv_path, png_path = write_bdrate(results_dir, anchor, interpolation, plot_path)
+    except (EvaluationError, ValueError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(report.markdown())
+    click.echo(f"\nwrote {csv_path} and {png_path}")
+
+
+# --- end section: eval -----------------------------------------------------------------------
+
 # --- section: train (owner: models) ----------------------------------------------------------
 
 @main.command("train")

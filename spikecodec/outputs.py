@@ -109,12 +109,12 @@ def write_frames(
     if kind == "png":
         _write_png_directory(target, frames, record)
     elif kind == "mp4":
-        _atomic(target, lambda tmp: _write_mp4(tmp, frames, fps))
-        _atomic(sidecar_path(target), lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
+        atomic_write(target, lambda tmp: _write_mp4(tmp, frames, fps))
+        atomic_write(sidecar_path(target), lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
     elif kind == "npz":
-        _atomic(target, lambda tmp: _write_npz(tmp, frames, timestamps, spike_rate_hz, metadata))
+        atomic_write(target, lambda tmp: _write_npz(tmp, frames, timestamps, spike_rate_hz, metadata))
     else:
-        _atomic(target, lambda tmp: _write_h5(tmp, frames, timestamps, spike_rate_hz, metadata))
+        atomic_write(target, lambda tmp: _write_h5(tmp, frames, timestamps, spike_rate_hz, metadata))
     return targets
 
 
@@ -125,7 +125,9 @@ def apply_default_mode(path: Path, mode: int) -> None:
     os.chmod(path, mode & ~umask)
 
 
-def _atomic(target: Path, write) -> None:
+def atomic_write(target: Path, write) -> None:
+    """Call ``write(temporary_path)`` beside ``target``, then rename it into place; on failure
+    remove the temporary file so nothing half-written is left."""
     handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part" + target.suffix,
                                     dir=target.parent if str(target.parent) else ".")
     os.close(handle)

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from spikecodec import baselines
 from spikecodec import simulate as sim
 from spikecodec.cli import main
+from spikecodec.metrics import psnr
 
 SAMPLE = Path(sim.__file__).resolve().parent / "data" / "sample.png"
 
@@ -19,13 +21,8 @@ def constant(intensity: float, frames: int, shape=(16, 16)) -> np.ndarray:
     return np.full((frames,) + shape, intensity, dtype=np.float32)
 
 
-def tfp(spikes: np.ndarray, moment: int, window: int, rate: float = 0.6) -> np.ndarray:
-    start = moment - window // 2
-    return np.clip(spikes[start : start + window].mean(axis=0) / rate, 0.0, 1.0)
-
-
-def psnr(reference: np.ndarray, test: np.ndarray) -> float:
-    return float(10 * np.log10(1.0 / np.mean((reference - test) ** 2)))
+def tfp(spikes: np.ndarray, moment: int, window: int) -> np.ndarray:
+    return baselines.tfp(spikes, [moment], window=window)[0]
 
 
 # --- integrate and fire ---------------------------------------------------------------------
