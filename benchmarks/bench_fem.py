@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from docs_sections import replace_section  # noqa: E402
 
 from spikecodec.models.cost import afr_cost, fem_cost_summary, total_macs
-from spikecodec.models.fem import FEM, FEMConfig, extract_features, fem_parameter_count
+from spikecodec.models.fem import FEM, extract_features, fem_parameter_count
 from spikecodec.models.sci import SCIConfig, SCIReconstructor
 
 

@@ -10,15 +10,11 @@ Methods, all in this one run and at the same moments:
 Moments: every 20 spike frames, at spike indices whose whole SCI reach lies inside the stream,
 so every method sees the spikes it needs. PSNR/SSIM per frame against the ground truth at the
 moment's spike index, averaged; per sequence and per speed bin.
-
-The Laplacian-of-F norms (paper Table II) are read from the stage-(a) training logs committed
-beside the weights, not recomputed.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -36,7 +32,7 @@ from docs_sections import replace_section  # noqa: E402
 
 from spikecodec.baselines import tfi, tfp  # noqa: E402
 from spikecodec.metrics import psnr_per_frame, ssim_per_frame  # noqa: E402
-from spikecodec.models.registry import WEIGHTS_DIR, get_spec, load_model  # noqa: E402
+from spikecodec.models.registry import get_spec, load_model  # noqa: E402
 from spikecodec.models.sci import parameter_count  # noqa: E402
 from spikecodec.moments import moments_for  # noqa: E402
 
@@ -48,26 +44,6 @@ def tfp_span(spikes: np.ndarray, moments: np.ndarray, before: int, after: int, r
     return np.stack([
         np.clip(spikes[t - before:t + after + 1].mean(axis=0) / rate, 0, 1) for t in moments
     ]).astype(np.float32)
-
-
-def smoothness_rows() -> list[str]:
-    """Table II rows from the committed stage-(a) logs: last validation entry of each run."""
-    rows = []
-    for name, label in (("sci-small-v1.log.jsonl", "with penalty (shipped FEM)"),
-                        ("ablation-no-smooth.log.jsonl", "without penalty")):
-        path = WEIGHTS_DIR / name
-        if not path.exists():
-            rows.append(f"| {label} | not available ({name} missing) | | |")
-            continue
-        entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        validation = [e for e in entries if e.get("event") == "val" and "laplacian" in e]
-        if not validation:
-            rows.append(f"| {label} | no validation entry in {name} | | |")
-            continue
-        norms = validation[-1]["laplacian"]
-        rows.append(f"| {label} | {norms['l1']:.4f} | {norms['l2']:.5f} | "
-                    f"{norms['l2_relative']:.3f} |")
-    return rows
 
 
 def main() -> None:
@@ -156,9 +132,8 @@ def main() -> None:
     total_frames = len(scores["all"][names[0]])
     lines += ["", "Seconds per frame in this run (CPU): " + ", ".join(
         f"{n} {seconds[n] / max(total_frames, 1):.3f}" for n in names) + ".",
-        "", f"Laplacian of F on validation clips (paper Table II; from the stage-(a) logs, "
-        f"{sci_spec.base}):", "", "| FEM | L1 | L2 | L2 / spread of F |", "| --- | ---: | ---: | ---: |"]
-    lines += smoothness_rows()
+        "", f"FEM: `{sci_spec.base}`. Ablations and the Laplacian norms of F (paper Table II) are "
+        "in the next section, read from the training logs."]
     table = "\n".join(lines)
     print(table)
     if args.write_docs:
