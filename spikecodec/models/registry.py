@@ -76,6 +76,7 @@ _SPECS = [
     ModelSpec("sci-tiny-test-recon", "reconstructor", TINY_SCI.to_dict(), base="sci-tiny-test", seed=1,
               description="UNTRAINED tiny reconstructor with seeded random weights, for tests only"),
     ModelSpec("sci-small-v1", "fem", SMALL_SCI.fem.to_dict(), weights="sci-small-v1.safetensors",
+              sha256="5052c869583de0036610b819033a3a40710489b71944b6848d29dc941b7060a2",
               description="default FEM (end side), trained in stage (a)"),
     ModelSpec("sci-small-v1-recon", "reconstructor", SMALL_SCI.to_dict(), base="sci-small-v1",
               weights="sci-small-v1-recon.safetensors",
