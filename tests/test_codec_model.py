@@ -1,0 +1,398 @@
+"""Tests of spikecodec.models.codec: the feature codec (intra, inter, FMVR, qualities, determinism)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from spikecodec.bitstream import latent_hash
+from spikecodec.models.codec import (
+    LATENT_NAMES, TINY_CODEC_CONFIG, ExactConv2d, FeatureCodec, FeatureCodecConfig, ReferenceState, codec_cost,
+    exact_to_real, geometric_lambdas, latent_sizes, likelihood_bits, pad_features, scale_indexes,
+    string_bits,
+)
+
+torch.set_num_threads(1)
+QUALITY = 3  # the highest quality of the tiny config: most symbols, so rates are not all minimal
+
+
+def build_codec(seed: int = 0, config: FeatureCodecConfig = TINY_CODEC_CONFIG) -> FeatureCodec:
+    torch.manual_seed(seed)
+    model = FeatureCodec(config).eval()
+    model.update()
+    return model
+
+
+@pytest.fixture(scope="module")
+def codec() -> FeatureCodec:
+    return build_codec()
+
+
+def moving_frames(count: int, height: int, width: int, channels: int = 4, seed: int = 1,
+                  amplitude: float = 4.0) -> list[torch.Tensor]:
+    """Smooth random features translating by (1, 2) pixels per frame."""
+    generator = torch.Generator().manual_seed(seed)
+    low = torch.randn(1, channels, height // 4 + 8, width // 4 + 8, generator=generator)
+    base = F.interpolate(low, size=(height + 32, width + 32), mode="bilinear", align_corners=False) * amplitude
+    return [torch.roll(base, shifts=(k, 2 * k), dims=(2, 3))[..., :height, :width].contiguous() for k in range(count)]
+
+
+def encode_gop(model: FeatureCodec, frames: list[torch.Tensor], quality: int) -> list[dict]:
+    encoded, state = [], None
+    for frame in frames:
+        out = model.compress(frame, quality, state)
+        state = out["state"]
+        encoded.append(out)
+    return encoded
+
+
+def decode_gop(model: FeatureCodec, encoded: list[dict], quality: int) -> list[dict]:
+    decoded, state = [], None
+    for frame in encoded:
+        out = model.decompress(frame["strings"], frame["shapes"], quality, state)
+        state = out["state"]
+        decoded.append(out)
+    return decoded
+
+
+# ---------------------------------------------------------------------------------- config
+
+
+def test_config_round_trips_through_json():
+    for config in (FeatureCodecConfig(), TINY_CODEC_CONFIG):
+        again = FeatureCodecConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+        assert again == config
+    default = FeatureCodecConfig()
+    assert default.qualities >= 4 and len(default.lambdas) == default.qualities
+    assert list(default.lambdas) == sorted(default.lambdas)
+
+
+@pytest.mark.parametrize("changes", [
+    {"lambdas": (1.0, 2.0)},  # 4 qualities, 2 lambdas
+    {"lambdas": (1.0, 4.0, 2.0, 8.0)},  # not increasing
+    {"qualities": 0, "lambdas": ()},
+    {"widths": (8, 8)},
+    {"scale_min": 2.0, "scale_max": 1.0},
+    {"quality_steps": (0.5, 2.0)},  # quality 0 must have the largest step
+    {"latent_channels": 0},
+    {"no_such_key": 1},
+])
+def test_invalid_config_is_refused(changes):
+    with pytest.raises(ValueError):
+        FeatureCodecConfig.from_dict({**TINY_CODEC_CONFIG.to_dict(), **changes})
+
+
+def test_geometric_lambdas():
+    assert geometric_lambdas(1.0, 8.0, 4) == pytest.approx((1.0, 2.0, 4.0, 8.0))
+    with pytest.raises(ValueError):
+        geometric_lambdas(2.0, 1.0, 4)
+
+
+def test_latent_sizes_and_padding():
+    sizes = latent_sizes(250, 400)
+    assert sizes["padded"] == (256, 400) and sizes["y"] == (16, 25) and sizes["z"] == (4, 7)
+    x = torch.arange(2 * 3 * 5, dtype=torch.float32).view(1, 2, 3, 5)
+    padded = pad_features(x)
+    assert padded.shape == (1, 2, 16, 16)
+    assert torch.equal(padded[..., :3, :5], x)
+    assert torch.equal(padded[..., 3:, :5], x[..., 2:3, :].expand(-1, -1, 13, -1))  # edge replicated
+    assert torch.equal(padded[..., :3, 5:], x[..., :, 4:5].expand(-1, -1, -1, 11))
+
+
+# ---------------------------------------------------------------------------------- forward
+
+
+def test_forward_shapes_and_finite_rates():
+    torch.manual_seed(0)
+    model = FeatureCodec(TINY_CODEC_CONFIG).train()
+    x = moving_frames(2, 20, 28)
+    batch = [torch.cat([f, f.flip(-1)]) for f in x]  # batch of 2
+    quality = torch.tensor([0, 3])
+    intra = model(batch[0], quality)
+    assert set(intra) == {"frame_type", "x_hat", "likelihoods", "state", "motion", "motion_refined"}
+    assert intra["frame_type"] == "I" and intra["motion"] is None and intra["motion_refined"] is None
+    assert intra["x_hat"].shape == (2, 4, 20, 28)
+    assert list(intra["likelihoods"]) == list(LATENT_NAMES["I"])
+    assert intra["state"].feature.shape == (2, 4, 32, 32) and intra["state"].size == (20, 28)
+    inter = model(batch[1], quality, intra["state"])
+    assert inter["frame_type"] == "P" and list(inter["likelihoods"]) == list(LATENT_NAMES["P"])
+    assert inter["x_hat"].shape == (2, 4, 20, 28)
+    assert inter["motion"].shape == inter["motion_refined"].shape == (2, 2, 20, 28)
+    for out in (intra, inter):
+        for value in out["likelihoods"].values():
+            assert torch.isfinite(value).all() and (value > 0).all() and (value <= 1).all()
+        bits = likelihood_bits(out["likelihoods"])
+        assert bits.shape == (2,) and torch.isfinite(bits).all() and (bits > 0).all()
+    loss = likelihood_bits(inter["likelihoods"]).mean() + F.mse_loss(inter["x_hat"], batch[1])
+    loss = loss + likelihood_bits(intra["likelihoods"]).mean() + F.mse_loss(intra["x_hat"], batch[0])
+    loss.backward()
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    # (the motion estimator's output layer starts at zero, so its gradient starts there)
+    for name in ("intra.g_a.0.weight", "intra.h_s.up1.weight", "inter.motion_estimation.flow.weight",
+                 "inter.hyper_synthesis.heads.scale.weight", "inter.entropy_fusion.0.weight",
+                 "inter.quality.log_enc", "inter.motion_quality.log_dec"):
+        assert grads[name] is not None and torch.isfinite(grads[name]).all() and grads[name].abs().sum() > 0, name
+
+
+def test_invalid_inputs_are_refused(codec):
+    x = moving_frames(1, 16, 16)[0]
+    with pytest.raises(ValueError, match="features"):
+        codec(x[:, :3], 0)
+    with pytest.raises(ValueError, match="features"):
+        codec(x[0], 0)
+    for quality in (4, -1, 1.5, True):
+        with pytest.raises(ValueError, match="quality"):
+            codec.compress(x, quality)
+    with pytest.raises(ValueError, match="quality"):
+        codec(x, torch.tensor([0.0]))
+    with pytest.raises(ValueError, match="quality"):
+        codec(x, torch.tensor([0, 1]))  # two qualities for one item
+    state = codec.compress(x, 0)["state"]
+    with pytest.raises(ValueError, match="reference"):
+        codec.compress(moving_frames(1, 40, 16)[0], 0, state)
+    with pytest.raises(ValueError, match="ReferenceState"):
+        codec.compress(x, 0, state.feature)
+    encoded = codec.compress(x, 0)
+    with pytest.raises(ValueError, match="strings"):
+        codec.decompress(encoded["strings"], encoded["shapes"], 0, state)  # I strings as a P frame
+    with pytest.raises(ValueError, match="shapes"):
+        codec.decompress(encoded["strings"], {"x": (16, 16), "z": (9, 9)}, 0)
+    with pytest.raises(ValueError, match="shapes"):
+        codec.decompress(encoded["strings"], {"z": (1, 1)}, 0)
+    with pytest.raises(ValueError, match="strings"):
+        codec.decompress({"z": encoded["strings"]["z"], "y": b"abc"}, encoded["shapes"], 0)
+    with pytest.raises(ValueError, match="update"):
+        FeatureCodec(TINY_CODEC_CONFIG).compress(x, 0)  # no CDF tables yet
+
+
+# ------------------------------------------------------------------------ compress / decompress
+
+
+def test_gop_round_trip_is_exact(codec):
+    frames = moving_frames(4, 19, 27)  # not a multiple of 16
+    encoded = encode_gop(codec, frames, QUALITY)
+    decoded = decode_gop(codec, encoded, QUALITY)
+    for k, (enc, dec) in enumerate(zip(encoded, decoded)):
+        kind = "I" if k == 0 else "P"
+        assert enc["frame_type"] == dec["frame_type"] == kind
+        assert list(enc["strings"]) == list(enc["latents"]) == list(dec["latents"]) == list(LATENT_NAMES[kind])
+        assert all(isinstance(s, bytes) for strings in enc["strings"].values() for s in strings)
+        assert enc["shapes"]["x"] == (19, 27)
+        for name in LATENT_NAMES[kind]:
+            assert enc["latents"][name].dtype == torch.int32
+            assert torch.equal(enc["latents"][name], dec["latents"][name]), (k, name)
+        # the decoder rebuilds exactly the reconstruction the encoder predicts from
+        assert dec["x_hat"].shape == frames[k].shape
+        assert torch.equal(enc["x_hat"], dec["x_hat"]), k
+        assert torch.equal(enc["state"].feature, dec["state"].feature), k
+        if kind == "P":
+            assert dec["motion"].shape == dec["motion_refined"].shape == (1, 2, 19, 27)
+    hash_enc = latent_hash(t[0] for e in encoded for t in e["latents"].values())
+    hash_dec = latent_hash(t[0] for d in decoded for t in d["latents"].values())
+    assert hash_enc == hash_dec
+    # P frames really code something that changes from frame to frame
+    assert not torch.equal(encoded[1]["latents"]["y"], encoded[2]["latents"]["y"])
+
+
+def test_batch_with_one_quality_per_item(codec):
+    frame = moving_frames(1, 16, 24)[0]
+    batch = torch.cat([frame, frame])
+    quality = torch.tensor([0, 3])
+    encoded = codec.compress(batch, quality)
+    assert len(encoded["strings"]["y"]) == 2
+    assert len(encoded["strings"]["y"][0]) < len(encoded["strings"]["y"][1])
+    decoded = codec.decompress(encoded["strings"], encoded["shapes"], quality)
+    assert torch.equal(decoded["x_hat"], encoded["x_hat"])
+
+
+def test_string_bits_close_to_the_likelihood_estimate(codec):
+    frames = moving_frames(3, 64, 96)
+    state, report = None, []
+    for frame in frames:
+        estimate = likelihood_bits(codec(frame, QUALITY, state)["likelihoods"]).item()
+        encoded = codec.compress(frame, QUALITY, state)
+        state = encoded["state"]
+        actual = string_bits(encoded["strings"])
+        report.append((encoded["frame_type"], round(estimate, 1), actual))
+        strings = len(encoded["strings"])
+        # rANS adds a flushed 32-bit state and word alignment per string (<= 56 bits); random
+        # weights on a tiny input, so the bound is loose
+        assert abs(actual - estimate) <= 0.05 * estimate + 64 * strings, report
+    print("estimated vs actual bits:", report)
+
+
+def test_quality_index_changes_the_rate(codec):
+    frames = moving_frames(2, 64, 96)
+    intra_bits, inter_bits = [], []
+    for quality in range(codec.config.qualities):
+        first = codec.compress(frames[0], quality)
+        second = codec.compress(frames[1], quality, first["state"])
+        intra_bits.append(string_bits(first["strings"]))
+        inter_bits.append(string_bits(second["strings"]))
+    assert intra_bits == sorted(intra_bits) and len(set(intra_bits)) == len(intra_bits), intra_bits
+    assert inter_bits == sorted(inter_bits) and inter_bits[-1] > inter_bits[0], inter_bits
+    assert codec.lmbda(0) < codec.lmbda(codec.config.qualities - 1)
+
+
+# ------------------------------------------------------------------------------ determinism
+
+
+def test_exact_hyper_synthesis_is_integer_and_thread_independent(codec):
+    hyper = codec.intra.h_s
+    z_hat = torch.randn(2, 8, 3, 4, generator=torch.Generator().manual_seed(3)) * 4
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        hidden_1, heads_1 = hyper(z_hat, (10, 14), exact=True)
+        torch.set_num_threads(2)
+        hidden_2, heads_2 = hyper(z_hat, (10, 14), exact=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert hidden_1.dtype == torch.float64 and torch.equal(hidden_1, hidden_1.round())
+    assert torch.equal(hidden_1, hidden_2) and all(torch.equal(heads_1[k], heads_2[k]) for k in heads_1)
+    # the float32 training path (fake quantisation) computes the same network
+    hidden_f, heads_f = hyper(z_hat, (10, 14))
+    assert (exact_to_real(hidden_1, hyper.activation_bits) - hidden_f).abs().max() <= 2.0**-hyper.activation_bits
+    exact_index = scale_indexes(heads_1["scale"], hyper.head_bits, codec.config.scale_levels)
+    float_index = torch.clamp(torch.ceil(heads_f["scale"]), 0, codec.config.scale_levels - 1).int()
+    assert (exact_index == float_index).float().mean() >= 0.99
+
+
+def test_exact_convolution_matches_int64_arithmetic():
+    """Accumulators far beyond float32's 2^24 are exact: compare with int64 matrix products."""
+    torch.manual_seed(2)
+    layer = ExactConv2d(8, 4, 3, activation_bits=8, weight_bits=12, hidden=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn_like(layer.weight) * 4)  # many weights at the clamp limit
+        layer.bias.copy_(torch.randn_like(layer.bias) * 100)
+    activations = torch.randint(0, 2**15, (2, 8, 5, 6), generator=torch.Generator().manual_seed(4)).double()
+    out = layer(activations, exact=True)
+    columns = F.unfold(activations, 3, padding=1).long()  # (B, 8*9, 30), exact copies
+    weight = layer.integer_weight().detach().long().view(4, -1)
+    expected = (weight @ columns + layer.integer_bias().detach().long().view(1, 4, 1)).view(2, 4, 5, 6)
+    assert expected.abs().max() > 2**30  # the test reaches magnitudes float32 could not hold
+    assert torch.equal(out.long(), expected)
+    hidden = ExactConv2d(8, 4, 3, activation_bits=8, weight_bits=12, hidden=True)
+    hidden.load_state_dict(layer.state_dict())
+    rounded = torch.div(expected + 2**11, 2**12, rounding_mode="floor").clamp(0, 2**15 - 1)
+    assert torch.equal(hidden(activations, exact=True).long(), rounded)
+
+
+def test_symbols_do_not_depend_on_float_paths(codec):
+    """The CDF indexes of every P-frame latent come from exact integer networks fed by decoded
+    symbols: a decoder whose reference feature differs (here by a lot) still decodes the same
+    symbols; only its reconstruction moves."""
+    frames = moving_frames(3, 48, 64)
+    encoded = encode_gop(codec, frames, QUALITY)
+    intra = codec.decompress(encoded[0]["strings"], encoded[0]["shapes"], QUALITY)
+    noise = torch.randn(intra["state"].feature.shape, generator=torch.Generator().manual_seed(5)) * 0.1
+    state = ReferenceState(intra["state"].feature + noise, intra["state"].size)
+    for frame in encoded[1:]:
+        out = codec.decompress(frame["strings"], frame["shapes"], QUALITY, state)
+        for name in LATENT_NAMES["P"]:
+            assert torch.equal(out["latents"][name], frame["latents"][name]), name
+        assert not torch.equal(out["x_hat"], frame["x_hat"])
+        state = out["state"]
+
+
+CHILD_DECODER = textwrap.dedent("""
+    import sys
+    import torch
+    torch.set_num_threads(int(sys.argv[2]))
+    from spikecodec.models.codec import FeatureCodec, FeatureCodecConfig
+    data = torch.load(sys.argv[1], weights_only=True)
+    model = FeatureCodec(FeatureCodecConfig.from_dict(data["config"])).eval()
+    model.load_state_dict(data["state"])  # the CDF tables come from the weights, no update()
+    state, frames = None, []
+    for frame in data["frames"]:
+        out = model.decompress(frame["strings"], frame["shapes"], data["quality"], state)
+        state = out["state"]
+        frames.append({"latents": out["latents"], "x_hat": out["x_hat"]})
+    torch.save({"frames": frames, "threads": torch.get_num_threads()}, sys.argv[3])
+""")
+
+
+def test_decoding_in_another_process_with_other_threads(codec, tmp_path):
+    frames = moving_frames(4, 24, 40)
+    encoded = encode_gop(codec, frames, QUALITY)
+    parent_threads = torch.get_num_threads()
+    child_threads = 2 if parent_threads == 1 else 1
+    payload = {
+        "config": codec.config.to_dict(), "state": codec.state_dict(), "quality": QUALITY,
+        "frames": [{"strings": e["strings"], "shapes": e["shapes"]} for e in encoded],
+    }
+    torch.save(payload, tmp_path / "stream.pt")
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD_DECODER, str(tmp_path / "stream.pt"), str(child_threads),
+         str(tmp_path / "decoded.pt")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    decoded = torch.load(tmp_path / "decoded.pt", weights_only=True)
+    assert decoded["threads"] == child_threads != parent_threads
+    differences = []
+    for k, (enc, dec) in enumerate(zip(encoded, decoded["frames"])):
+        for name, symbols in enc["latents"].items():
+            assert torch.equal(symbols, dec["latents"][name]), (k, name)
+        # symbols are exact by construction; the float reconstruction only needs to be close
+        differences.append((enc["x_hat"] - dec["x_hat"]).abs().max().item())
+    assert max(differences) <= 1e-5, differences
+    print(f"threads {parent_threads} -> {child_threads}: reconstruction differences {differences}")
+    hash_enc = latent_hash(t[0] for e in encoded for t in e["latents"].values())
+    hash_dec = latent_hash(t[0] for d in decoded["frames"] for t in d["latents"].values())
+    assert hash_enc == hash_dec
+
+
+def test_loaded_weights_decode_without_update(codec):
+    frames = moving_frames(2, 16, 16)
+    encoded = encode_gop(codec, frames, QUALITY)
+    fresh = FeatureCodec(TINY_CODEC_CONFIG).eval()
+    fresh.load_state_dict(codec.state_dict())
+    for enc, dec in zip(encoded, decode_gop(fresh, encoded, QUALITY)):
+        assert torch.equal(enc["x_hat"], dec["x_hat"])
+
+
+# -------------------------------------------------------------------------------------- FMVR
+
+
+def test_fmvr_starts_as_identity_and_refines_motion(codec):
+    frames = moving_frames(2, 24, 24)
+    encoded = encode_gop(codec, frames, QUALITY)
+    decoded = decode_gop(codec, encoded, QUALITY)
+    assert torch.equal(decoded[1]["motion_refined"], decoded[1]["motion"])  # zero-initialised delta
+    model = copy.deepcopy(codec)
+    torch.manual_seed(7)
+    torch.nn.init.normal_(model.fmvr.delta.weight, std=0.1)
+    refined = decode_gop(model, encoded, QUALITY)[1]
+    assert refined["motion_refined"].shape == refined["motion"].shape == (1, 2, 24, 24)
+    assert torch.equal(refined["motion"], decoded[1]["motion"])  # FMVR does not touch the coding
+    assert torch.equal(refined["x_hat"], decoded[1]["x_hat"])
+    assert (refined["motion_refined"] - refined["motion"]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="FMVR"):
+        model.fmvr(torch.zeros(1, 3, 8, 8), torch.zeros(1, 4, 8, 8), torch.zeros(1, 4, 8, 8))
+
+
+# -------------------------------------------------------------------------------------- cost
+
+
+def test_codec_cost_counts_both_sides(codec):
+    cost = codec_cost(codec, 32, 48, gop=4)
+    macs = cost["macs_per_moment"]
+    assert set(macs) == {"encoder_I", "decoder_I", "encoder_P", "decoder_P"}
+    assert all(value > 0 for value in macs.values())
+    assert macs["encoder_P"] > macs["encoder_I"] and macs["decoder_P"] > macs["decoder_I"]
+    names = {side: " ".join(op["name"] for op in ops) for side, ops in cost["operations"].items()}
+    assert "motion_estimation" in names["encoder_P"] and "motion_estimation" not in names["decoder_P"]
+    assert "fmvr" in names["decoder_P"] and "fmvr" not in names["encoder_P"]
+    assert "g_a" in names["encoder_I"] and "g_a" not in names["decoder_I"]
+    assert "convT" in names["decoder_I"]  # transposed convolutions are counted too
+    assert cost["gop_average"]["encoder"] == pytest.approx((macs["encoder_I"] + 3 * macs["encoder_P"]) / 4)
+    with pytest.raises(ValueError):
+        codec_cost(codec, 0, 48)
