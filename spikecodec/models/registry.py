@@ -82,6 +82,7 @@ _SPECS = [
               weights="sci-small-v1-recon.safetensors",
               description="AFR + reconstruction head on sci-small-v1 features, trained in stage (b)"),
     ModelSpec("cnn-baseline-v1", "plain-cnn", BASELINE_CNN.to_dict(), weights="cnn-baseline-v1.safetensors",
+              sha256="36b6a05c3d12d4f45d4d032cd4eb5c7dc47d08f1718eae078ae0116439824f46",
               description="plain CNN on 41 raw spike frames (benchmark baseline)"),
 ]
 REGISTRY: dict[str, ModelSpec] = {spec.model_id: spec for spec in _SPECS}
