@@ -33,7 +33,7 @@ STAGE_B = [  # AFR variants on the shipped FEM, 300-step runs of equal settings
     ("ablation-warp-b.log.jsonl", "warping only"),
     ("ablation-deform-b.log.jsonl", "deformable convolution only"),
     ("ablation-full-b.log.jsonl", "AFR: warping then deformable convolution"),
-    ("sci-small-v1-recon.log.jsonl", "shipped AFR + head (3,000 steps)"),
+    ("sci-small-v1-recon.log.jsonl", "shipped AFR + head (2,500 steps)"),
 ]
 
 

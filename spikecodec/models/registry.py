@@ -80,6 +80,7 @@ _SPECS = [
               description="default FEM (end side), trained in stage (a)"),
     ModelSpec("sci-small-v1-recon", "reconstructor", SMALL_SCI.to_dict(), base="sci-small-v1",
               weights="sci-small-v1-recon.safetensors",
+              sha256="2c2af9f5f5059a640354ffb71adc16dcc0a9562337ec1936a02a9b5be5ecd8b7",
               description="AFR + reconstruction head on sci-small-v1 features, trained in stage (b)"),
     ModelSpec("cnn-baseline-v1", "plain-cnn", BASELINE_CNN.to_dict(), weights="cnn-baseline-v1.safetensors",
               sha256="36b6a05c3d12d4f45d4d032cd4eb5c7dc47d08f1718eae078ae0116439824f46",
