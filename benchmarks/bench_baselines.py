@@ -14,6 +14,7 @@ With --write-docs the tables replace the `baselines` section of docs/BENCHMARKS.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shutil
 import subprocess
@@ -29,7 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from docs_sections import replace_section  # noqa: E402
 
-from spikecodec.anchors import lossless_bits  # noqa: E402
+from spikecodec.anchors import find_jbig_tools, lossless_bits  # noqa: E402
 from spikecodec.baselines import tfi, tfp  # noqa: E402
 from spikecodec.metrics import psnr_per_frame, ssim_per_frame  # noqa: E402
 from spikecodec.moments import moments_for  # noqa: E402
@@ -49,15 +50,12 @@ def ensure_test_split(path: Path, seed: int) -> None:
 
 
 def jbig_tool() -> str | None:
-    tool = shutil.which("pbmtojbg")
-    if tool is None and shutil.which("apt-get") and hasattr(__import__("os"), "geteuid"):
-        import os
-
-        if os.geteuid() == 0:
-            subprocess.run(["apt-get", "install", "-y", "-q", "jbigkit-bin"], check=False,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            tool = shutil.which("pbmtojbg")
-    return tool
+    """pbmtojbg, installing Debian's jbigkit-bin first when missing and allowed (root)."""
+    if find_jbig_tools() is None and shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-q", "jbigkit-bin"], check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tools = find_jbig_tools()
+    return None if tools is None else tools[0]
 
 
 def main() -> None:

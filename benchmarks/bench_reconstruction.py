@@ -39,11 +39,11 @@ from spikecodec.moments import moments_for  # noqa: E402
 STRIDE = 20
 
 
-def tfp_span(spikes: np.ndarray, moments: np.ndarray, before: int, after: int, rate: float = 0.6):
-    """TFP over frames t - before .. t + after (an off-centre window: SCI's reach)."""
-    return np.stack([
-        np.clip(spikes[t - before:t + after + 1].mean(axis=0) / rate, 0, 1) for t in moments
-    ]).astype(np.float32)
+def tfp_span(spikes: np.ndarray, moments: np.ndarray, before: int, after: int) -> np.ndarray:
+    """TFP over frames t - before .. t + after (SCI's reach): the centred TFP of that length,
+    taken at the moment that centres it."""
+    window = before + after + 1
+    return tfp(spikes, np.asarray(moments) - (before - window // 2), window=window)
 
 
 def main() -> None:

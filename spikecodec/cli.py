@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from spikecodec import __version__
+from spikecodec import DEFAULT_RECONSTRUCTION_MODEL, __version__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -185,7 +185,7 @@ def _spike_input_options(function):
 @click.option("--method", type=click.Choice(["tfp", "tfi", "sci"]), default="tfp", show_default=True,
               help="TFP: spike count over a window; TFI: inverse inter-spike interval; sci: the "
                    "learned SCI analysis path on uncompressed features (--model).")
-@click.option("--model", "model_id", default="sci-small-v1-recon", show_default=True,
+@click.option("--model", "model_id", default=DEFAULT_RECONSTRUCTION_MODEL, show_default=True,
               help="Registered reconstruction model for --method sci.")
 @click.option("--window", type=click.IntRange(min=1), default=41, show_default=True,
               help="TFP window in spike frames, centred on each moment.")
@@ -353,7 +353,7 @@ EVAL_PARTIAL_FAILURE_EXIT = 3
                    "model on uncompressed features) and/or lossless (raw, zstd, xz, JBIG).")
 @click.option("--codecs", default="x265,vvc", show_default=True,
               help="Video anchors coding each reconstruction (x265, vvc, or none).")
-@click.option("--model", "model_id", default="sci-small-v1-recon", show_default=True,
+@click.option("--model", "model_id", default=DEFAULT_RECONSTRUCTION_MODEL, show_default=True,
               help="Registered reconstruction model for ours-raw.")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="At most N items (sequences, clips, manifest entries) per input file.")

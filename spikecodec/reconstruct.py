@@ -6,12 +6,11 @@ import os
 
 import numpy as np
 
-from spikecodec import DEFAULT_CONVERSION_RATE
+from spikecodec import DEFAULT_CONVERSION_RATE, DEFAULT_RECONSTRUCTION_MODEL
 from spikecodec.baselines import TFI_DEFAULT_MAX_INTERVAL, get_reconstructor
 from spikecodec.moments import moments_for
 
 MOMENTS_PER_BLOCK = 16
-DEFAULT_RECONSTRUCTION_MODEL = "sci-small-v1-recon"
 
 
 def reconstruct_stream(
@@ -32,16 +31,15 @@ def reconstruct_stream(
     A moment is valid when the window its frame is made from lies inside the stream: the TFP
     window (``window`` frames centred on it; TFI uses the same moments so the two compare frame for
     frame) or, for ``method="sci"``, the FEM window of the registered model ``model_id`` (AFR uses
-    the neighbours at +-``stride`` that exist). Frames are read a block
-    of moments at a time, with the margin each method reads, so the result equals reconstructing
-    the whole stream at once while memory stays bounded.
+    the neighbours at +-``stride`` that exist). Frames are read a block of moments at a time, with
+    the margin each method reads, so the result equals reconstructing the whole stream at once
+    while memory stays bounded.
     """
     from tqdm import tqdm
 
     from spikecodec.io import open_spikes
 
-    # A moment is valid when the window its own frame is made from fits (TFP's, or the FEM's for
-    # the learned model); the margins are what each method reads around a block of moments.
+    # margins: what each method reads around a block of moments
     if method == "tfp":
         reconstructor = get_reconstructor(method, window=window, rate=rate)
         valid_before, valid_after = window // 2, (window - 1) // 2
