@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import click
 
-from spikecodec import DEFAULT_RECONSTRUCTION_MODEL, __version__
+from spikecodec import (
+    DEFAULT_CODEC_MODEL, DEFAULT_GOP, DEFAULT_QUALITY, DEFAULT_RECONSTRUCTION_MODEL, DEFAULT_STRIDE, __version__,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,6 +21,8 @@ def main() -> None:
     \b
     Typical use:
       spikecodec simulate still photo.png -o scene.dat     # make a spike stream
+      spikecodec encode scene.dat -o scene.sci              # raw spikes -> bitstream
+      spikecodec decode scene.sci -o scene.mp4              # bitstream -> reconstructed video
       spikecodec reconstruct scene.dat -o scene.mp4         # TFP / TFI video from raw spikes
       spikecodec info stream.sci --json                     # inspect a bitstream
     """
@@ -231,6 +235,94 @@ def reconstruct(spikes_path, output, height, width, head_columns, method, model_
 # --- end section: reconstruct ----------------------------------------------------------------
 
 
+# --- section: encode / decode (owner: codec) -------------------------------------------------
+
+
+def _codec_errors():
+    from spikecodec.bitstream import BitstreamError
+    from spikecodec.models.registry import ModelNotFoundError, WeightsError
+
+    return (ValueError, OSError, BitstreamError, ModelNotFoundError, WeightsError)
+
+
+@main.command("encode")
+@click.argument("spikes_path", metavar="IN", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The .sci bitstream to write.")
+@_spike_input_options
+@click.option("--quality", type=click.IntRange(min=0), default=DEFAULT_QUALITY, show_default=True,
+              help="Rate point of the model, 0 = lowest rate (the shipped model has 0..3).")
+@click.option("--stride", type=click.IntRange(min=1), default=DEFAULT_STRIDE, show_default=True,
+              help="Spike frames between coded moments (20 = a 1,000 fps video at 20 kHz).")
+@click.option("--phase", type=click.IntRange(min=0), default=None,
+              help="A spike index that is a moment; default: the first whose FEM window fits.")
+@click.option("--gop", type=click.IntRange(min=1), default=DEFAULT_GOP, show_default=True,
+              help="Moments per group of pictures: an I frame, then P frames (seek granularity).")
+@click.option("--model", "model_id", default=DEFAULT_CODEC_MODEL, show_default=True,
+              help="Registered codec (FEM + feature codec) to encode with.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
+@click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
+def encode_command(spikes_path, output, height, width, head_columns, quality, stride, phase, gop, model_id,
+                   threads, force):
+    """Encode raw spikes IN (.dat, .npz, .h5) into a .sci bitstream.
+
+    The stream is read in blocks (memory stays bounded whatever its length) and the output appears
+    only when complete: a failure or Ctrl-C leaves no partial file.
+
+    \b
+      spikecodec encode drive.dat -o drive.sci
+      spikecodec encode cam.dat -H 1000 -W 1000 --quality 0 -o cam.sci
+    """
+    from spikecodec.codec import encode_file
+
+    try:
+        result = encode_file(spikes_path, output, height=height, width=width, head_columns=head_columns,
+                             quality=quality, stride=stride, phase=phase, gop=gop, model=model_id, force=force,
+                             progress=True, threads=threads)
+    except _codec_errors() as error:
+        raise click.ClickException(str(error)) from None
+    frames = result.header.spike_frames
+    click.echo(f"encoded {frames} spike frames ({result.frames} moments, quality {quality}) -> {output}: "
+               f"{result.bytes} bytes, {result.bpp:.5f} bpp ({1 / result.bpp:.0f}x smaller than raw), "
+               f"{result.seconds:.1f} s ({frames / result.seconds:.0f} spike frames/s)")
+
+
+@main.command("decode")
+@click.argument("sci_path", metavar="IN", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="OUT.mp4 (plus OUT.timestamps.json), OUT.npz / OUT.h5 (float32 frames in [0, 1] and "
+                   "timestamps), or a directory for PNGs.")
+@click.option("--at", "at", type=click.IntRange(min=0), default=None,
+              help="Decode only the frame nearest this spike index (reads from the GOP that holds it).")
+@click.option("--analysis", default=None,
+              help="Registered reconstructor to use instead of the one the codec names.")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              help="Playback rate of an .mp4 output (not the capture rate).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
+@click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
+def decode_command(sci_path, output, at, analysis, fps, threads, force):
+    """Decode a .sci bitstream IN into a reconstructed video or frame arrays.
+
+    Every frame records its moment (spike index). A full decode checks the stream's content hash.
+
+    \b
+      spikecodec decode drive.sci -o drive.mp4
+      spikecodec decode drive.sci -o frame.npz --at 12000
+    """
+    from spikecodec.codec import decode_file
+
+    try:
+        result = decode_file(sci_path, output, at=at, analysis=analysis, fps=fps, force=force, progress=True,
+                             threads=threads)
+    except _codec_errors() as error:
+        raise click.ClickException(str(error)) from None
+    checked = "content hash verified" if result.hash_verified else "partial decode, hash not checked"
+    click.echo(f"decoded {len(result.moments)} frames (moments {result.moments[0]}..{result.moments[-1]}) -> "
+               f"{', '.join(map(str, result.paths))} in {result.seconds:.1f} s ({checked})")
+
+
+# --- end section: encode / decode ------------------------------------------------------------
+
+
 # --- section: info (owner: bitstream) --------------------------------------------------------
 
 
@@ -439,9 +531,11 @@ def bdrate_command(results_dir, anchor, interpolation, plot_path):
 # --- section: train (owner: models) ----------------------------------------------------------
 
 @main.command("train")
-@click.option("--stage", type=click.Choice(["a", "b", "cnn"]), default=None,
+@click.option("--stage", type=click.Choice(["a", "b", "c1", "c2", "cnn"]), default=None,
               help="a: FEM + proxy head with the smoothness penalty; b: AFR + reconstruction head "
-                   "on the frozen FEM; cnn: the plain-CNN baseline. [default: a, or the config's]")
+                   "on the frozen FEM; c1: the feature codec, rate-distortion loss, analysis frozen; "
+                   "c2: codec decoder side + FMVR + AFR + head fine-tuned, FEM and encoder frozen; "
+                   "cnn: the plain-CNN baseline. [default: a, or the config's]")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="JSON file of training settings (fields of spikecodec.training.TrainConfig).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
@@ -449,6 +543,10 @@ def bdrate_command(results_dir, anchor, interpolation, plot_path):
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Total optimisation steps.")
 @click.option("--fem-weights", default=None,
               help="Stage b: the stage-a output directory, its fem.safetensors, or a registry id.")
+@click.option("--analysis-weights", default=None,
+              help="Stages c1/c2: registry id of the stage-b reconstructor (e.g. sci-small-v1-recon).")
+@click.option("--codec-weights", default=None,
+              help="Stage c2: the stage-c1 output directory or its codec.safetensors.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Clips per step and rank.")
 @click.option("--crop", type=click.IntRange(min=8), default=None, help="Training crop size in pixels.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate.")
@@ -458,19 +556,22 @@ def bdrate_command(results_dir, anchor, interpolation, plot_path):
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads per process.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out, if there is one.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def train_command(stage, config_path, out_dir, steps, fem_weights, batch_size, crop, lr, smooth_weight,
-                  seed, threads, resume, no_progress):
+def train_command(stage, config_path, out_dir, steps, fem_weights, analysis_weights, codec_weights, batch_size,
+                  crop, lr, smooth_weight, seed, threads, resume, no_progress):
     """Train one stage of the SCI models (paper V-B) on S-Motion clips made on the fly.
 
     \b
     spikecodec train --stage a --out runs/a --steps 3000
     spikecodec train --stage b --fem-weights runs/a --out runs/b --steps 3000
+    spikecodec train --stage c1 --analysis-weights sci-small-v1-recon --out runs/c1
+    spikecodec train --stage c2 --analysis-weights sci-small-v1-recon --codec-weights runs/c1 --out runs/c2
     torchrun --nproc_per_node 2 -m spikecodec.cli train --stage a --out runs/a
     """
     from spikecodec.training import load_train_config, train
 
     overrides = {
-        "stage": stage, "steps": steps, "fem_weights": fem_weights, "batch_size": batch_size,
+        "stage": stage, "steps": steps, "fem_weights": fem_weights, "analysis_weights": analysis_weights,
+        "codec_weights": codec_weights, "batch_size": batch_size,
         "crop": crop, "lr": lr, "smooth_weight": smooth_weight, "seed": seed, "threads": threads,
     }
     try:

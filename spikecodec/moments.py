@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-DEFAULT_STRIDE = 20  # 1,000 decoded frames per second at 20 kHz
+from spikecodec import DEFAULT_STRIDE
 
 
 def moments_for(

@@ -58,7 +58,8 @@ from spikecodec.models.sci import (
 )
 from spikecodec.models.weights_io import config_of, load_state, load_weights, save_weights
 
-STAGES = ("a", "b", "cnn")
+STAGES = ("a", "b", "c1", "c2", "cnn")
+CODEC_STAGES = ("c1", "c2")
 SMOOTH_NORMS = ("l1", "l2")
 SPEED_BIN_NAMES = ("slow", "medium", "fast")
 CHECKPOINT_VERSION = 1
@@ -73,6 +74,10 @@ class TrainConfig:
     stage: str = "a"
     model: dict[str, Any] = field(default_factory=dict)  # config of the trained model ({}: defaults)
     fem_weights: str | None = None  # stage b: stage-a output (fem.safetensors / dir) or registry id
+    analysis_weights: str | None = None  # stages c1/c2: registry id of the stage-b reconstructor
+    codec_weights: str | None = None  # stage c2: stage-c1 output (directory or codec.safetensors)
+    codec_frames: int = 4  # stages c1/c2: moments coded per sample (one I frame, then P frames)
+    feature_weight: float = 0.002  # stages c1/c2: weight of the feature MSE beside the image MSE
     steps: int = 3000
     steps_per_epoch: int = 250
     batch_size: int = 8
@@ -118,6 +123,15 @@ class TrainConfig:
             raise ValueError("smooth_weight must be >= 0 and replicate_prob in [0, 1]")
         if self.stage == "b" and not self.fem_weights:
             raise ValueError("stage b needs fem_weights: the output of stage a (or a registry id)")
+        if self.stage in CODEC_STAGES and not self.analysis_weights:
+            raise ValueError(f"stage {self.stage} needs analysis_weights: the registry id of a stage-b reconstructor")
+        if self.stage == "c2" and not self.codec_weights:
+            raise ValueError("stage c2 needs codec_weights: the output of stage c1")
+        if isinstance(self.codec_frames, bool) or int(self.codec_frames) != self.codec_frames or self.codec_frames < 3:
+            raise ValueError(f"codec_frames must be an integer >= 3 (I, P, and the moment's next neighbour), "
+                             f"got {self.codec_frames!r}")
+        if self.feature_weight < 0:
+            raise ValueError("feature_weight must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -227,6 +241,9 @@ def model_reach(config: TrainConfig, model: nn.Module) -> tuple[int, int]:
         return model.fem.window_before, model.fem.window_after
     if config.stage == "b":
         return config.stride + model.fem.window_before, config.stride + model.fem.window_after
+    if config.stage in CODEC_STAGES:
+        return ((config.codec_frames - 2) * config.stride + model.fem.window_before,
+                config.stride + model.fem.window_after)
     return model.window_before, model.window_after
 
 
@@ -333,11 +350,13 @@ def training_batches(
             spikes.append(_augment(clip.spikes[t - before:t + after + 1], flips))
             gts.append(_augment(clip.gt[offset], flips))
         replicate = rng.random((2, config.batch_size)) < config.replicate_prob
+        draw = rng.random(config.batch_size)  # stages c1/c2: each sample's quality
         yield step, {
             "spikes": torch.from_numpy(np.stack(spikes)).float(),
             "gt": torch.from_numpy(np.stack(gts))[:, None].float(),
             "replicate_prev": torch.from_numpy(replicate[0]),
             "replicate_next": torch.from_numpy(replicate[1]),
+            "draw": torch.from_numpy(draw).float(),
         }
         step += 1
 
@@ -377,8 +396,13 @@ class StageTask(nn.Module):
         self.config, self.model, self.before = config, model, before
 
     def forward(self, spikes: torch.Tensor, gt: torch.Tensor, replicate_prev: torch.Tensor,
-                replicate_next: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+                replicate_next: torch.Tensor, draw: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         config, t = self.config, self.before
+        if config.stage in CODEC_STAGES:
+            if draw is None:
+                raise ValueError(f"stage {config.stage} needs each sample's quality draw")
+            return self.model.rd_loss(spikes, gt, t, draw)
         if config.stage == "a":
             fem = self.model.fem
             window = spikes[:, t - fem.window_before:t + fem.window_after + 1]
@@ -426,8 +450,160 @@ def _load_fem(source: str, device: torch.device) -> FEM:
     return model
 
 
+class CodecStage(nn.Module):
+    """Stages c1/c2 (paper Fig. 7c): frozen FEM -> feature codec -> AFR + reconstruction head.
+
+    Each sample codes ``codec_frames`` moments ``stride`` apart (one I frame, then P frames); the
+    image of the second-to-last moment is reconstructed from the decoded features of it and its two
+    neighbours. Loss per sample: bits per pixel per moment (likelihood estimate) + lambda[q] * (image
+    MSE + feature_weight * feature MSE), q drawn per sample. Stage c1 trains the whole codec with the
+    stage-b analysis frozen (AFR on its own motion estimate); stage c2 freezes the FEM and
+    everything the encoder computes alone or that sets the CDFs, and fine-tunes the decoder side
+    (synthesis, motion decoder, context, entropy means, FMVR) with AFR and head, AFR reading the
+    FMVR-refined decoded motion.
+    """
+
+    def __init__(self, config: TrainConfig, analysis: SCIReconstructor, codec: nn.Module):
+        super().__init__()
+        self.train_config, self.analysis, self.codec = config, analysis, codec
+        self.refined_motion = config.stage == "c2"
+
+    @property
+    def fem(self) -> FEM:
+        return self.analysis.fem
+
+    @property
+    def config(self) -> Any:
+        return self.codec.config
+
+    def load_state_dict(self, state_dict: dict[str, torch.Tensor], strict: bool = True) -> Any:
+        # compressai resizes the CDF buffers only when the codec itself loads them
+        codec_part = {k[len("codec."):]: v for k, v in state_dict.items() if k.startswith("codec.")}
+        rest = {k: v for k, v in state_dict.items() if not k.startswith("codec.")}
+        first = self.codec.load_state_dict(codec_part, strict=False)
+        second = self.analysis.load_state_dict(
+            {k[len("analysis."):]: v for k, v in rest.items() if k.startswith("analysis.")}, strict=False)
+        missing = [f"codec.{k}" for k in first.missing_keys] + [f"analysis.{k}" for k in second.missing_keys]
+        unexpected = ([f"codec.{k}" for k in first.unexpected_keys] + [f"analysis.{k}" for k in second.unexpected_keys]
+                      + [k for k in rest if not k.startswith("analysis.")])
+        if strict and (missing or unexpected):
+            raise RuntimeError(f"state dict mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        return nn.modules.module._IncompatibleKeys(missing, unexpected)
+
+    def set_trainable(self) -> None:
+        for parameter in self.parameters():
+            parameter.requires_grad_(False)
+        if self.train_config.stage == "c1":
+            trainable = [self.codec]
+        else:
+            trainable = [self.analysis.afr, self.analysis.head] + self.codec.decoder_side_modules()
+        for module in trainable:
+            for parameter in module.parameters():
+                parameter.requires_grad_(True)
+        # the quantiles of the entropy bottlenecks are set at export (tails only), never trained here
+        for name, parameter in self.codec.named_parameters():
+            if name.endswith("quantiles"):
+                parameter.requires_grad_(False)
+
+    def set_mode(self, training: bool) -> None:
+        self.train(training)
+        self.fem.eval()
+        if self.train_config.stage == "c1":
+            self.analysis.eval()
+
+    def rd_loss(self, spikes: torch.Tensor, gt: torch.Tensor, t: int, draw: torch.Tensor,
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        config = self.train_config
+        qualities = self.codec.config.qualities
+        quality = torch.clamp((draw * qualities).long(), 0, qualities - 1)
+        offsets = tuple((k - config.codec_frames + 2) * config.stride for k in range(config.codec_frames))
+        with torch.no_grad():
+            features = _features_at(self.fem, spikes, t, offsets)
+        state, decoded, motions = None, [], []
+        bits = spikes.new_zeros(spikes.shape[0])
+        feature_mse = spikes.new_zeros(spikes.shape[0])
+        for feature in features:
+            out = self.codec(feature, quality, state)
+            state = out["state"]
+            decoded.append(out["x_hat"])
+            motions.append(out["motion_refined"] if self.refined_motion else None)
+            for likelihoods in out["likelihoods"].values():
+                bits = bits + (-torch.log2(likelihoods)).sum(dim=(1, 2, 3))
+            feature_mse = feature_mse + ((out["x_hat"] - feature) ** 2).mean(dim=(1, 2, 3)) / len(features)
+        image = self.analysis.analyze(decoded[-3], decoded[-2], decoded[-1], motion_prev=motions[-2])["image"]
+        rate = bits / (len(features) * gt.shape[-2] * gt.shape[-1])
+        image_mse = ((image - gt) ** 2).mean(dim=(1, 2, 3))
+        lambdas = torch.tensor(self.codec.config.lambdas, dtype=rate.dtype, device=rate.device)[quality]
+        loss = (rate + lambdas * (image_mse + config.feature_weight * feature_mse)).mean()
+        terms = {"rate": rate.mean().detach(), "mse": image_mse.mean().detach(),
+                 "feature_mse": feature_mse.mean().detach()}
+        return loss, terms, image
+
+
+def _load_reconstructor(model_id: str, device: torch.device) -> SCIReconstructor:
+    from spikecodec.models.registry import load_model
+
+    model = load_model(model_id, device=device)
+    if not isinstance(model, SCIReconstructor):
+        raise ValueError(f"registry id {model_id!r} is not a reconstructor (stage b result)")
+    return model
+
+
+def load_codec_weights(source: str, device: torch.device | str = "cpu") -> nn.Module:
+    """A feature codec from a stage-c output (directory or codec.safetensors) or a registry id."""
+    from spikecodec.models.codec import FeatureCodec, FeatureCodecConfig
+
+    path = Path(source)
+    if path.is_dir():
+        path = path / "codec.safetensors"
+    if path.suffix == ".safetensors" or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"no codec weights at {path} (run stage c1 first)")
+        tensors, metadata = load_weights(path)
+        if metadata.get("kind") != "codec":
+            raise ValueError(f"{path} holds a {metadata.get('kind')!r} model, not a codec")
+        codec = FeatureCodec(FeatureCodecConfig.from_dict(config_of(metadata, path)))
+        codec.load_state_dict(tensors)
+        return codec.to(device)
+    from spikecodec.models.registry import load_model
+
+    model = load_model(source, device=device)
+    if not isinstance(model, FeatureCodec):
+        raise ValueError(f"registry id {source!r} is not a codec")
+    return model
+
+
+def _build_codec_stage(config: TrainConfig, device: torch.device) -> CodecStage:
+    from spikecodec.models.codec import FeatureCodec, FeatureCodecConfig
+
+    analysis = _load_reconstructor(config.analysis_weights, device)  # type: ignore[arg-type]
+    if config.stage == "c1":
+        codec_config = FeatureCodecConfig.from_dict(config.model) if config.model else FeatureCodecConfig()
+        if codec_config.feature_channels != analysis.fem.config.channels:
+            raise ValueError(f"codec feature_channels {codec_config.feature_channels} differ from the FEM's "
+                             f"{analysis.fem.config.channels}")
+        codec = FeatureCodec(codec_config)
+    else:
+        if config.model:
+            raise ValueError("stage c2 takes the codec config from codec_weights; leave model empty")
+        codec = load_codec_weights(config.codec_weights, device)  # type: ignore[arg-type]
+        # a fresh model for the checkpoints: CDF tables are rebuilt at export
+        fresh = FeatureCodec(codec.config)
+        fresh.load_state_dict({k: v for k, v in codec.state_dict().items() if not _is_cdf_buffer(k)}, strict=False)
+        codec = fresh
+    model = CodecStage(config, analysis, codec.to(device)).to(device)
+    model.set_trainable()
+    return model
+
+
+def _is_cdf_buffer(name: str) -> bool:
+    return name.rsplit(".", 1)[-1] in ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+
+
 def build_training_model(config: TrainConfig, device: torch.device) -> nn.Module:
     """The model a stage trains (stage b: with its frozen FEM loaded and set to eval)."""
+    if config.stage in CODEC_STAGES:
+        return _build_codec_stage(config, device)
     if config.stage == "a":
         return FEMWithProxy(ProxyConfig.from_dict(config.model) if config.model else ProxyConfig()).to(device)
     if config.stage == "cnn":
@@ -455,6 +631,9 @@ def build_training_model(config: TrainConfig, device: torch.device) -> nn.Module
 
 def _set_mode(config: TrainConfig, model: nn.Module, training: bool) -> None:
     """train()/eval(), keeping the frozen FEM of stage b in eval mode."""
+    if config.stage in CODEC_STAGES:
+        model.set_mode(training)
+        return
     model.train(training)
     if config.stage == "b":
         model.fem.eval()
@@ -477,19 +656,28 @@ def validate(config: TrainConfig, model: nn.Module, clips: list[Clip], device: t
     model.eval()
     results: dict[str, list[tuple[float, float]]] = {}
     features = []
+    # codec stages: every quality in turn (the reported PSNR is the mean over qualities)
+    qualities = list(range(model.codec.config.qualities)) if config.stage in CODEC_STAGES else [None]
+    by_quality: dict[int, dict[str, list[float]]] = {}
     try:
-        for clip in clips:
-            t = clip.first_moment + config.moment_range // 2
-            spikes = torch.from_numpy(clip.spikes[t - before:t + after + 1]).float()[None].to(device)
-            gt = clip.gt[config.moment_range // 2]
-            no = torch.zeros(1, dtype=torch.bool, device=device)
-            _, _, image = task(spikes, torch.from_numpy(gt)[None, None].to(device), no, no)
-            ours = _psnr(gt, image[0, 0].clamp(0, 1).cpu().numpy())
-            baseline = _psnr(gt, tfp(clip.spikes, [t], rate=config.rate)[0])
-            results.setdefault(clip.speed_bin, []).append((ours, baseline))
-            if config.stage == "a":
-                fem = model.fem
-                features.append(fem(spikes[:, before - fem.window_before:before + fem.window_after + 1]))
+        for quality in qualities:
+            draw = None if quality is None else torch.tensor([(quality + 0.5) / len(qualities)], device=device)
+            for clip in clips:
+                t = clip.first_moment + config.moment_range // 2
+                spikes = torch.from_numpy(clip.spikes[t - before:t + after + 1]).float()[None].to(device)
+                gt = clip.gt[config.moment_range // 2]
+                no = torch.zeros(1, dtype=torch.bool, device=device)
+                _, terms, image = task(spikes, torch.from_numpy(gt)[None, None].to(device), no, no, draw)
+                ours = _psnr(gt, image[0, 0].clamp(0, 1).cpu().numpy())
+                baseline = _psnr(gt, tfp(clip.spikes, [t], rate=config.rate)[0])
+                results.setdefault(clip.speed_bin, []).append((ours, baseline))
+                if quality is not None:
+                    entry = by_quality.setdefault(quality, {"psnr": [], "rate": []})
+                    entry["psnr"].append(ours)
+                    entry["rate"].append(float(terms["rate"]))
+                if config.stage == "a":
+                    fem = model.fem
+                    features.append(fem(spikes[:, before - fem.window_before:before + fem.window_after + 1]))
     finally:
         _set_mode(config, model, was_training)
     every = [pair for pairs in results.values() for pair in pairs]
@@ -501,6 +689,11 @@ def validate(config: TrainConfig, model: nn.Module, clips: list[Clip], device: t
     }
     if features:
         report["laplacian"] = laplacian_norms(torch.cat(features))
+    if by_quality:
+        report["psnr_by_quality"] = {str(q): float(np.mean(v["psnr"])) for q, v in by_quality.items()}
+        report["bits_per_pixel_moment_by_quality"] = {str(q): float(np.mean(v["rate"])) for q, v in by_quality.items()}
+        report["spike_bpp_by_quality"] = {str(q): float(np.mean(v["rate"])) / config.stride
+                                          for q, v in by_quality.items()}
     return report
 
 
@@ -613,12 +806,40 @@ def export_weights(config: TrainConfig, model: nn.Module, out_dir: Path) -> dict
         analysis.update({f"head.{k}": v for k, v in model.head.state_dict().items()})
         written["analysis.safetensors"] = save_weights(analysis, out_dir / "analysis.safetensors",
                                                        "reconstructor", model.config.to_dict())
+    elif config.stage in CODEC_STAGES:
+        written["codec.safetensors"] = export_codec(model.codec, out_dir / "codec.safetensors",
+                                                   base=model.fem.config.to_dict())
+        if config.stage == "c2":
+            analysis = {f"afr.{k}": v for k, v in model.analysis.afr.state_dict().items()}
+            analysis.update({f"head.{k}": v for k, v in model.analysis.head.state_dict().items()})
+            written["analysis.safetensors"] = save_weights(analysis, out_dir / "analysis.safetensors",
+                                                           "reconstructor", model.analysis.config.to_dict())
     else:
         written["plain-cnn.safetensors"] = save_weights(model.state_dict(), out_dir / "plain-cnn.safetensors",
                                                         "plain-cnn", model.config.to_dict())
     written["weights.safetensors"] = save_weights(model.state_dict(), out_dir / "weights.safetensors",
                                                   f"stage-{config.stage}", model.config.to_dict())
     return written
+
+
+def export_codec(codec: nn.Module, path: Path, base: dict[str, Any]) -> str:
+    """Freeze a trained codec for coding and save it: the entropy bottlenecks' tail quantiles are
+    searched (medians kept: training rounded z around them), then the integer CDF tables are built
+    once and saved as buffers, so every decoder uses the encoder's tables bit for bit."""
+    from compressai.entropy_models import EntropyBottleneck
+
+    with torch.no_grad():
+        for module in codec.modules():
+            if isinstance(module, EntropyBottleneck):
+                medians = module.quantiles[:, :, 1:2].clone()
+                module._update_quantiles()
+                module.quantiles[:, :, 1:2] = medians
+                low, high = module.quantiles[:, :, 0:1], module.quantiles[:, :, 2:3]
+                module.quantiles[:, :, 0:1] = torch.minimum(low, medians - 1)
+                module.quantiles[:, :, 2:3] = torch.maximum(high, medians + 1)
+    codec.update(force=True)
+    return save_weights(codec.state_dict(), path, "codec", codec.config.to_dict(),
+                        extra={"fem_config": json.dumps(base, sort_keys=True)})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -705,7 +926,7 @@ def _train(config: TrainConfig, out_dir: Path, resume: bool, until: int | None, 
             if step >= stop:
                 break
             batch = {k: v.to(device) for k, v in batch.items()}
-            loss, terms, _ = wrapped(batch["spikes"], batch["gt"], batch["replicate_prev"], batch["replicate_next"])
+            loss, terms, _ = wrapped(**batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip > 0:
@@ -768,7 +989,7 @@ def load_train_config(path: str | os.PathLike | None, overrides: dict[str, Any])
 
 __all__ = [
     "Clip", "ClipPool", "DistributedContext", "STAGES", "StageTask", "TrainConfig", "TrainResult",
-    "build_training_model", "clip_geometry", "feature_smoothness", "model_reach", "export_weights", "laplacian", "laplacian_norms",
+    "CODEC_STAGES", "CodecStage", "build_training_model", "clip_geometry", "export_codec", "load_codec_weights", "feature_smoothness", "model_reach", "export_weights", "laplacian", "laplacian_norms",
     "load_checkpoint", "load_train_config", "make_clip", "save_checkpoint", "setup_distributed",
     "smoothness_penalty", "train", "training_batches", "training_photos", "validate", "validation_clips",
 ]

@@ -88,15 +88,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from compressai.entropy_models import EntropyBottleneck, EntropyModel, GaussianConditional
-from compressai.models.base import CompressionModel, get_scale_table
-from compressai.ops import quantize_ste
 from torch import Tensor, nn
+
+with warnings.catch_warnings():  # compressai 1.2.8 scripts a function at import: noise for our users
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+    from compressai.entropy_models import EntropyBottleneck, EntropyModel, GaussianConditional
+    from compressai.models.base import CompressionModel, get_scale_table
+    from compressai.ops import quantize_ste
 
 from spikecodec.models.afr import MotionEstimator, flow_warp
 from spikecodec.models.cost import OpCost, _hook_layer_macs, total_macs
@@ -812,6 +816,14 @@ class FeatureCodec(CompressionModel):
         if scale_table is not None and not torch.equal(torch.as_tensor(scale_table), self.scale_table()):
             raise ValueError("the codec's scale table is fixed by its config (scale_min, scale_max, scale_levels)")
         return super().update(scale_table=self.scale_table(), force=force, update_quantiles=update_quantiles)
+
+    def decoder_side_modules(self) -> list[nn.Module]:
+        """What stage (c2) may fine-tune: modules both sides run from decoded data only, outside the
+        CDF choice (the hyper-syntheses and entropy models stay frozen). The encoder codes with the
+        fine-tuned copy too, so both sides still agree."""
+        inter = self.inter
+        return [self.intra.g_s, inter.motion_decoder, inter.feature_adaptor, inter.temporal_prior_encoder,
+                inter.contextual_decoder, inter.entropy_fusion, self.fmvr]
 
     def lmbda(self, quality: int) -> float:
         """The rate-distortion weight of ``quality``."""

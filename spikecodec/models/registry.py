@@ -11,6 +11,10 @@ Kinds:
 * ``"reconstructor"``: :class:`~spikecodec.models.sci.SCIReconstructor`; the FEM is loaded from
   ``base``, the file holds ``afr.*`` and ``head.*``.
 * ``"plain-cnn"``: :class:`~spikecodec.models.sci.PlainCNN` (the learned benchmark baseline).
+* ``"codec"``: :class:`~spikecodec.models.codec.FeatureCodec` coding the features of the FEM
+  ``base``; the file holds the state dict with the integer CDF tables built at export
+  (never rebuilt at load). ``analysis`` names the reconstructor that decodes its streams by default.
+  A bitstream names a codec id; :func:`stream_identity` is the sha256 it records.
 
 Entries with a ``seed`` and no file are *untrained*, deterministic random weights for tests only.
 """
@@ -24,14 +28,18 @@ from typing import Any
 import torch
 from torch import nn
 
+import hashlib
+import json
+
 from spikecodec.models.afr import AFRConfig
+from spikecodec.models.codec import TINY_CODEC_CONFIG, FeatureCodec, FeatureCodecConfig
 from spikecodec.models.fem import FEM, FEMConfig
 from spikecodec.models.heads import HeadConfig
 from spikecodec.models.sci import PlainCNN, PlainCNNConfig, SCIConfig, SCIReconstructor
 from spikecodec.models.weights_io import config_of, load_state, load_weights, sha256_of_file, subset
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-KINDS = ("fem", "reconstructor", "plain-cnn")
+KINDS = ("fem", "reconstructor", "plain-cnn", "codec")
 
 
 class ModelNotFoundError(KeyError):
@@ -52,7 +60,8 @@ class ModelSpec:
     config: dict[str, Any]
     weights: str | None = None  # file name under the weights directory
     sha256: str | None = None  # of the weights file; None until the weights are shipped
-    base: str | None = None  # reconstructor: id of the FEM whose features it analyses
+    base: str | None = None  # reconstructor, codec: id of the FEM whose features it analyses / codes
+    analysis: str | None = None  # codec: id of the reconstructor that decodes its streams by default
     seed: int | None = None  # untrained: weights drawn from this seed, no file
     description: str = ""
 
@@ -75,6 +84,9 @@ _SPECS = [
               description="UNTRAINED tiny FEM with seeded random weights, for tests only"),
     ModelSpec("sci-tiny-test-recon", "reconstructor", TINY_SCI.to_dict(), base="sci-tiny-test", seed=1,
               description="UNTRAINED tiny reconstructor with seeded random weights, for tests only"),
+    ModelSpec("sci-tiny-test-codec", "codec", TINY_CODEC_CONFIG.to_dict(), base="sci-tiny-test",
+              analysis="sci-tiny-test-recon", seed=2,
+              description="UNTRAINED tiny feature codec with seeded random weights, for tests only"),
     ModelSpec("sci-small-v1", "fem", SMALL_SCI.fem.to_dict(), weights="sci-small-v1.safetensors",
               sha256="5052c869583de0036610b819033a3a40710489b71944b6848d29dc941b7060a2",
               description="default FEM (end side), trained in stage (a)"),
@@ -111,6 +123,8 @@ def build_model(kind: str, config: dict[str, Any]) -> nn.Module:
         return SCIReconstructor(SCIConfig.from_dict(config))
     if kind == "plain-cnn":
         return PlainCNN(PlainCNNConfig.from_dict(config))
+    if kind == "codec":
+        return FeatureCodec(FeatureCodecConfig.from_dict(config))
     raise ValueError(f"unknown model kind {kind!r}; known kinds: {', '.join(KINDS)}")
 
 
@@ -174,12 +188,45 @@ def load_model(model_id: str, weights_dir: str | Path | None = None, device: str
             stray = [name for name in tensors if not name.startswith(("afr.", "head."))]
             if stray:
                 raise WeightsError(f"weights of {model_id!r} hold unexpected tensors {stray[:5]}")
+    elif spec.kind == "codec":
+        base = get_spec(spec.base) if spec.base else None
+        if base is None or base.kind != "fem" or base.config.get("channels") != spec.config["feature_channels"]:
+            raise WeightsError(f"codec {model_id!r} names no FEM base with {spec.config['feature_channels']} channels")
+        if spec.untrained:
+            model.update(force=True)  # tests only: trained codecs ship their tables
+        else:
+            tensors = _checked_tensors(spec, weights_dir)
+            try:
+                model.load_state_dict(tensors)  # compressai's: sizes the CDF buffers first
+            except (RuntimeError, KeyError) as error:
+                raise WeightsError(f"weights of {model_id!r} do not match the codec: {error}") from None
     elif not spec.untrained:
         load_state(model, _checked_tensors(spec, weights_dir), model_id)
     return model.to(device).eval()
 
 
+def stream_identity(model_id: str, weights_dir: str | Path | None = None) -> str:
+    """The sha256 a bitstream of codec ``model_id`` records (DESIGN.md "Weights identity").
+
+    It covers the codec's weights file and its base FEM's (both decide the latents): the sha256 of
+    ``"<fem sha256>:<codec sha256>"``. Untrained test entries hash their id, config and seed instead.
+    """
+    spec = get_spec(model_id)
+    if spec.kind != "codec":
+        raise WeightsError(f"model {model_id!r} is a {spec.kind}, not a codec: bitstreams name codecs")
+    weights_dir = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    parts = []
+    for entry in (get_spec(spec.base), spec):  # type: ignore[arg-type]
+        if entry.untrained:
+            record = {"id": entry.model_id, "config": entry.config, "seed": entry.seed}
+            parts.append(hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest())
+        else:
+            _weights_path(entry, weights_dir)  # checks the file against the registry
+            parts.append(entry.sha256)
+    return hashlib.sha256(":".join(parts).encode()).hexdigest()
+
+
 __all__ = [
     "KINDS", "ModelNotFoundError", "ModelSpec", "REGISTRY", "WEIGHTS_DIR", "WeightsError",
-    "build_model", "get_spec", "known_model_ids", "load_model",
+    "build_model", "get_spec", "known_model_ids", "load_model", "stream_identity",
 ]

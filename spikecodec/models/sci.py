@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from spikecodec import DEFAULT_STRIDE
 from spikecodec.models.afr import AFR, AFRConfig
 from spikecodec.models.fem import FEM, FEMConfig, check_moments, extract_features
 from spikecodec.models.heads import HeadConfig, ProxyHead, ReconstructionHead, proxy_head_config
 
-DEFAULT_STRIDE = 20  # spike frames between consecutive moments (the codec's default stride)
 
 
 def _check_spikes(spikes: np.ndarray) -> np.ndarray:

@@ -1,0 +1,191 @@
+"""Encode / decode pipelines and their command line, on the untrained tiny codec (fast)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from spikecodec.bitstream import (
+    ContentHashMismatch, FrameUnit, Latent, LatentHasher, ModelMismatch, SciReader, SciWriter,
+)
+from spikecodec.cli import main
+from spikecodec.codec import CodecError, decode_stream, encode_file, nearest_moment
+from spikecodec.io import save_spikes
+from spikecodec.outputs import read_frames
+
+TINY = "sci-tiny-test-codec"
+H, W = 24, 40
+FRAMES = 400  # moments 39, 59, ..., 379: 18 moments
+
+
+@pytest.fixture(scope="module")
+def stream(tmp_path_factory):
+    """A short moving-texture spike stream and its .sci encoding (GOP 4: I and P frames)."""
+    folder = tmp_path_factory.mktemp("codec")
+    rng = np.random.default_rng(3)
+    texture = rng.random((H, W + FRAMES // 10))
+    intensity = np.stack([texture[:, t // 10:t // 10 + W] for t in range(FRAMES)])
+    spikes = (rng.random(intensity.shape) < 0.6 * intensity).astype(np.uint8)
+    save_spikes(folder / "s.dat", spikes)
+    result = encode_file(folder / "s.dat", folder / "s.sci", height=H, width=W, gop=4, model=TINY)
+    return folder, result
+
+
+def test_cli_round_trip_writes_frames_with_moments(stream, tmp_path):
+    folder, _ = stream
+    runner = CliRunner()
+    out = runner.invoke(main, ["encode", str(folder / "s.dat"), "-H", str(H), "-W", str(W), "--gop", "4",
+                               "--model", TINY, "-o", str(tmp_path / "c.sci")])
+    assert out.exit_code == 0, out.output
+    assert "bpp" in out.output and "spike frames/s" in out.output
+    assert (tmp_path / "c.sci").read_bytes() == (folder / "s.sci").read_bytes()  # deterministic
+    out = runner.invoke(main, ["decode", str(tmp_path / "c.sci"), "-o", str(tmp_path / "d.npz")])
+    assert out.exit_code == 0, out.output
+    assert "content hash verified" in out.output
+    frames, timestamps = read_frames(tmp_path / "d.npz")
+    np.testing.assert_array_equal(timestamps, np.arange(39, FRAMES - 6, 20))
+    assert frames.shape == (timestamps.size, H, W) and frames.dtype == np.float32
+    assert 0.0 <= frames.min() and frames.max() <= 1.0
+    with SciReader(tmp_path / "c.sci") as reader:
+        types = [frame.frame_type.name for frame in reader.frames()]
+    assert types[:5] == ["I", "P", "P", "P", "I"]
+
+
+def test_cli_refuses_overwrite_and_bad_options(stream, tmp_path):
+    folder, _ = stream
+    runner = CliRunner()
+    target = tmp_path / "x.sci"
+    target.write_bytes(b"keep")
+    out = runner.invoke(main, ["encode", str(folder / "s.dat"), "-H", str(H), "-W", str(W), "--model", TINY,
+                               "-o", str(target)])
+    assert out.exit_code != 0 and "exists" in out.output and target.read_bytes() == b"keep"
+    out = runner.invoke(main, ["encode", str(folder / "s.dat"), "-H", str(H), "-W", str(W), "--model", TINY,
+                               "--quality", "9", "-o", str(tmp_path / "q.sci")])
+    assert out.exit_code != 0 and "quality" in out.output and not (tmp_path / "q.sci").exists()
+    out = runner.invoke(main, ["encode", str(folder / "s.dat"), "-H", "23", "-W", str(W), "--model", TINY,
+                               "-o", str(tmp_path / "h.sci")])
+    assert out.exit_code != 0 and "Traceback" not in out.output and not (tmp_path / "h.sci").exists()
+    out = runner.invoke(main, ["decode", str(folder / "s.dat"), "-o", str(tmp_path / "d.npz")])
+    assert out.exit_code != 0 and "Error" in out.output and not (tmp_path / "d.npz").exists()
+
+
+def test_failure_mid_encode_leaves_no_file(stream, tmp_path, monkeypatch):
+    from spikecodec.models.codec import FeatureCodec
+
+    folder, _ = stream
+    calls = {"n": 0}
+    original = FeatureCodec.compress
+
+    def failing(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(FeatureCodec, "compress", failing)
+    with pytest.raises(KeyboardInterrupt):
+        encode_file(folder / "s.dat", tmp_path / "x.sci", height=H, width=W, model=TINY)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_at_gives_the_full_decode_frame(stream):
+    folder, result = stream
+    full = decode_stream(folder / "s.sci")
+    assert full.hash_verified and full.frames.shape[0] == result.frames == 18
+    # both ends, the last moment of a GOP (index 3), the first of one (index 4), a spike index between moments
+    for spike_index, index in [(0, 0), (FRAMES - 1, 17), (99, 3), (119, 4), (128, 4), (130, 5)]:
+        one = decode_stream(folder / "s.sci", at=spike_index)
+        assert one.moments.tolist() == [full.moments[index]]
+        np.testing.assert_array_equal(one.frames[0], full.frames[index])
+    with pytest.raises(CodecError, match="outside"):
+        decode_stream(folder / "s.sci", at=FRAMES)
+
+
+def test_nearest_moment_rounds_to_the_closer_moment(stream):
+    folder, _ = stream
+    with SciReader(folder / "s.sci") as reader:
+        header, count = reader.header, reader.end.frame_count
+    assert nearest_moment(header, count, 49) == 0 and nearest_moment(header, count, 50) == 1
+    assert nearest_moment(header, count, 5) == 0 and nearest_moment(header, count, 399) == count - 1
+
+
+def test_decode_in_another_process_with_other_threads_verifies_the_hash(stream):
+    folder, _ = stream
+    code = (
+        "import torch, sys; torch.set_num_threads(int(sys.argv[2]));"
+        "from spikecodec.codec import decode_stream;"
+        "r = decode_stream(sys.argv[1]); print(r.hash_verified, float(r.frames.sum()))"
+    )
+    outputs = []
+    for threads in ("1", "2"):
+        run = subprocess.run([sys.executable, "-c", code, str(folder / "s.sci"), threads],
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        outputs.append(run.stdout.split())
+    assert outputs[0][0] == outputs[1][0] == "True"
+
+
+def _rewrite(source: Path, target: Path, change_frame=None, header=None) -> None:
+    """Copy a stream unit by unit (valid framing and CRCs), changing a frame or the header."""
+    with SciReader(source) as reader:
+        head = header or reader.header
+        frames = list(reader.frames())
+        end = reader.end
+    with SciWriter(target, head) as writer:
+        for frame in frames:
+            writer.write_frame(change_frame(frame) if change_frame else frame)
+        writer.finish(end.content_hash)
+
+
+def test_altered_latents_fail_the_content_hash(stream, tmp_path):
+    folder, _ = stream
+
+    def alter(frame: FrameUnit) -> FrameUnit:
+        if frame.moment_index != 6:  # a P frame in the second GOP
+            return frame
+        latents = []
+        for latent in frame.latents:
+            if latent.name == "y":
+                data = bytearray(latent.strings[0])
+                data[0] ^= 0x40
+                latent = Latent(latent.name, latent.shape, (bytes(data),))
+            latents.append(latent)
+        return FrameUnit(frame.frame_type, frame.moment_index, frame.spike_time, tuple(latents))
+
+    _rewrite(folder / "s.sci", tmp_path / "altered.sci", change_frame=alter)
+    _rewrite(folder / "s.sci", tmp_path / "same.sci")
+    assert decode_stream(tmp_path / "same.sci").hash_verified
+    with pytest.raises(ContentHashMismatch):
+        decode_stream(tmp_path / "altered.sci")
+    out = CliRunner().invoke(main, ["decode", str(tmp_path / "altered.sci"), "-o", str(tmp_path / "d.npz")])
+    assert out.exit_code != 0 and "hash" in out.output.lower() and not (tmp_path / "d.npz").exists()
+
+
+def test_stream_of_other_weights_is_refused_by_name(stream, tmp_path):
+    import dataclasses
+
+    folder, _ = stream
+    with SciReader(folder / "s.sci") as reader:
+        header = reader.header
+    _rewrite(folder / "s.sci", tmp_path / "other.sci", header=dataclasses.replace(header, model_sha256=b"\x01" * 32))
+    with pytest.raises(ModelMismatch, match=TINY):
+        decode_stream(tmp_path / "other.sci")
+    _rewrite(folder / "s.sci", tmp_path / "unknown.sci", header=dataclasses.replace(header, model_id="sci-future-v9"))
+    out = CliRunner().invoke(main, ["decode", str(tmp_path / "unknown.sci"), "-o", str(tmp_path / "d.npz")])
+    assert out.exit_code != 0 and "sci-future-v9" in out.output and "Traceback" not in out.output
+
+
+def test_python_api_is_exported(stream, tmp_path):
+    import spikecodec
+
+    folder, _ = stream
+    result = spikecodec.decode_file(folder / "s.sci", tmp_path / "frames", at=200)
+    assert (tmp_path / "frames" / "timestamps.json").is_file()
+    assert json.loads((tmp_path / "frames" / "timestamps.json").read_text())
+    assert result.moments.tolist() == [199]
+    assert os.path.basename(spikecodec.encode_file.__module__) == "spikecodec.codec"
