@@ -440,13 +440,16 @@ EVAL_PARTIAL_FAILURE_EXIT = 3
               help="Constant QPs of the x265 / VVC anchors: a list (22,27,32) or start:stop:step.")
 @click.option("--gop", type=click.IntRange(min=1), default=32, show_default=True,
               help="Intra period of the video anchors, in frames (our codec's GOP).")
-@click.option("--methods", default="tfp41,tfi,ours-raw,lossless", show_default=True,
-              help="Reconstructions coded by the video anchors (tfp41, tfi, ours-raw: the learned "
-                   "model on uncompressed features) and/or lossless (raw, zstd, xz, JBIG).")
+@click.option("--methods", default="ours,tfp41,tfi,ours-raw,lossless", show_default=True,
+              help="ours: our codec at every quality of --codec-model; reconstructions coded by the "
+                   "video anchors (tfp41, tfi, ours-raw: the learned model on uncompressed features); "
+                   "lossless (raw, zstd, xz, JBIG).")
 @click.option("--codecs", default="x265,vvc", show_default=True,
               help="Video anchors coding each reconstruction (x265, vvc, or none).")
 @click.option("--model", "model_id", default=DEFAULT_RECONSTRUCTION_MODEL, show_default=True,
               help="Registered reconstruction model for ours-raw.")
+@click.option("--codec-model", default=DEFAULT_CODEC_MODEL, show_default=True,
+              help="Registered codec for ours.")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="At most N items (sequences, clips, manifest entries) per input file.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -454,9 +457,9 @@ EVAL_PARTIAL_FAILURE_EXIT = 3
                    "--jobs, cpus / jobs].")
 @click.option("--force", is_flag=True, help="Replace results already in the output directory.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def eval_command(inputs, out_dir, jobs, stride, qps, gop, methods, codecs, model_id, limit, threads,
-                 force, no_progress):
-    """Rate-distortion points of the anchors (and, once it exists, our codec) on INPUTS.
+def eval_command(inputs, out_dir, jobs, stride, qps, gop, methods, codecs, model_id, codec_model, limit,
+                 threads, force, no_progress):
+    """Rate-distortion points of our codec and of the anchors on INPUTS.
 
     INPUTS are S-Motion / S-MNIST .h5 files (every sequence or clip is one input) or JSON
     manifests of spike files with ground truth:
@@ -465,11 +468,12 @@ def eval_command(inputs, out_dir, jobs, stride, qps, gop, methods, codecs, model
       {"inputs": [{"path": "drive.dat", "height": 250, "width": 400,
                    "ground_truth": "drive_gt.npz", "spike_index": [100, 200]}]}
 
-    Each reconstruction (TFP41, TFI, ours-raw) at the moments every --stride spike frames is coded
+    Our codec is run at every quality (method ours: the whole .sci file counts). Each
+    reconstruction (TFP41, TFI, ours-raw) at the moments every --stride spike frames is coded
     with x265 and VVC at every QP (methods tfp41+x265, tfi+vvc, ...); lossless coders code the raw
     spikes. One row per (input, method, rate point) with bpp over the spike pixels, PSNR and SSIM
     against the ground truth, encode / decode seconds. A failed input is reported and the others
-    go on (exit status 3 when some failed). Then: spikecodec bdrate DIR --anchor tfp41+x265
+    go on (exit status 3 when some failed). Then: spikecodec bdrate DIR --anchor ours-raw+x265
 
     \b
       spikecodec eval data/smotion_test.h5 -o report/ --jobs 2
@@ -478,12 +482,11 @@ def eval_command(inputs, out_dir, jobs, stride, qps, gop, methods, codecs, model
 
     try:
         qp_list = parse_qps(qps)
-        reconstructions, lossless = parse_methods(methods)
+        method_names = parse_methods(methods)
         codec_list = parse_codecs(codecs)
         summary = evaluate(
-            inputs, out_dir, stride=stride, qps=qp_list, gop=gop,
-            methods=reconstructions + (("lossless",) if lossless else ()), codecs=codec_list,
-            model_id=model_id, limit=limit, jobs=jobs, threads=threads,
+            inputs, out_dir, stride=stride, qps=qp_list, gop=gop, methods=method_names, codecs=codec_list,
+            model_id=model_id, codec_model=codec_model, limit=limit, jobs=jobs, threads=threads,
             progress=not no_progress, force=force,
         )
     except (EvaluationError, ValueError, OSError) as error:

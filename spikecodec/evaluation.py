@@ -59,7 +59,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from spikecodec import DEFAULT_CONVERSION_RATE, DEFAULT_RECONSTRUCTION_MODEL, __version__
+from spikecodec import DEFAULT_CODEC_MODEL, DEFAULT_CONVERSION_RATE, DEFAULT_RECONSTRUCTION_MODEL, __version__
 from spikecodec.anchors import (
     DEFAULT_GOP,
     DEFAULT_QPS,
@@ -84,9 +84,10 @@ DEFAULT_EVAL_MODEL = DEFAULT_RECONSTRUCTION_MODEL
 #: Reconstructions from the raw spikes that the video anchors code (ATC).
 RECONSTRUCTIONS = ("tfp41", "tfi", "ours-raw")
 LOSSLESS = "lossless"
-DEFAULT_METHODS = RECONSTRUCTIONS + (LOSSLESS,)
+OURS = "ours"
+DEFAULT_METHODS = RECONSTRUCTIONS + (LOSSLESS, OURS)
 DEFAULT_CODECS = tuple(VIDEO_CODECS)
-OURS_NOT_AVAILABLE = "ours (codec): not available yet"
+OURS_NOT_AVAILABLE = "ours (codec): not requested or its model is not installed"
 
 #: Columns of results.csv, in order (results.json rows hold the same keys).
 ROW_FIELDS = (
@@ -115,6 +116,8 @@ class EvalOptions:
     codecs: tuple[str, ...] = DEFAULT_CODECS
     lossless: bool = True
     model_id: str = DEFAULT_EVAL_MODEL
+    ours: bool = False  # our codec at every quality of codec_model
+    codec_model: str = DEFAULT_CODEC_MODEL
     rate: float = DEFAULT_CONVERSION_RATE
     threads: int | None = None  # per coder / torch; None: their own default
     #: Reconstructions whose windows set the moments (default: ``reconstructions``). Kept when a
@@ -193,15 +196,15 @@ def parse_qps(text: str) -> tuple[int, ...]:
     return qps
 
 
-def parse_methods(text: str) -> tuple[tuple[str, ...], bool]:
-    """``"tfp41,tfi,lossless"`` -> (reconstructions, lossless?)."""
+def parse_methods(text: str) -> tuple[str, ...]:
+    """``"tfp41,tfi,lossless,ours"`` -> the method names, checked, in canonical order."""
     names = [part.strip() for part in str(text).split(",") if part.strip()]
     unknown = [name for name in names if name not in DEFAULT_METHODS]
     if unknown or not names:
         raise EvaluationError(
             f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from "
             f"{', '.join(DEFAULT_METHODS)}")
-    return tuple(name for name in RECONSTRUCTIONS if name in names), LOSSLESS in names
+    return tuple(name for name in DEFAULT_METHODS if name in names)
 
 
 def parse_codecs(text: str) -> tuple[str, ...]:
@@ -239,12 +242,30 @@ def reconstruction_window(name: str, options: EvalOptions) -> tuple[int, int]:
     raise EvaluationError(f"unknown reconstruction {name!r}")
 
 
+def codec_window(model_id: str) -> tuple[int, int]:
+    """Spike frames (before, after) the FEM of codec ``model_id`` reads around a moment."""
+    from spikecodec.models.fem import FEMConfig
+    from spikecodec.models.registry import ModelNotFoundError, get_spec
+
+    try:
+        spec = get_spec(model_id)
+        base = get_spec(spec.base) if spec.kind == "codec" and spec.base else None
+    except ModelNotFoundError as error:
+        raise EvaluationError(str(error)) from None
+    if base is None:
+        raise EvaluationError(f"model {model_id!r} is a {spec.kind!r}, not a codec")
+    fem = FEMConfig.from_dict(base.config)
+    return fem.window_before, fem.window_after
+
+
 def evaluation_moments(num_frames: int, gt_index: np.ndarray, options: EvalOptions) -> np.ndarray:
     """Moments every ``stride`` where every requested reconstruction is valid, phased on the first
     ground-truth index that is a valid moment (see the module docstring)."""
     names = options.window_reconstructions
     names = options.reconstructions if names is None else names
     windows = [reconstruction_window(name, options) for name in names]
+    if options.ours:
+        windows.append(codec_window(options.codec_model))
     before = max([w[0] for w in windows] + [TFP_DEFAULT_WINDOW // 2])
     after = max([w[1] for w in windows] + [(TFP_DEFAULT_WINDOW - 1) // 2])
     gt_index = np.asarray(gt_index, dtype=np.int64)
@@ -525,18 +546,42 @@ def ours_rate_points(
     item: EvalItem, moments: np.ndarray, truth: np.ndarray, truth_positions: np.ndarray,
     options: EvalOptions,
 ) -> list[RatePoint]:
-    """Rate points of our codec (``.sci``) on one item. HOOK for the codec issue: returns [] now.
+    """Rate points of our codec on one item: for every quality of ``options.codec_model``, the
+    spikes are encoded into a ``.sci`` file (stride ``options.stride``, phase ``moments[0]``, GOP
+    ``options.gop``), bits = the whole file, headers included; the file is decoded and the frames
+    at ``moments[truth_positions]`` are scored against ``truth``. Encoding and decoding are timed
+    separately (model loading included)."""
+    if not options.ours:
+        return []
+    import tempfile
 
-    To fill in: for every quality of the codec model, encode ``item.spikes`` at ``moments``
-    (``options.stride``, phase ``moments[0]``) into a ``.sci`` bitstream, bits = the whole file
-    (headers included); decode it; score the decoded frames at ``truth_positions`` against
-    ``truth`` with :func:`spikecodec.anchors.score_frames`; time encoding and decoding separately.
-    Return ``RatePoint(codec="ours", setting=f"quality={q}", bits, bpp over item.spikes' T x H x W,
-    psnr, ssim, encode_seconds, decode_seconds, frames_scored=len(truth_positions))`` per quality;
-    the rows get method ``"ours"``. While this returns nothing, the results say
-    ``"ours (codec): not available yet"``.
-    """
-    return []
+    from spikecodec.codec import decode_stream, encode_reader
+    from spikecodec.io import ArrayReader
+    from spikecodec.models.registry import get_spec
+
+    qualities = get_spec(options.codec_model).config["qualities"]
+    num_frames, height, width = item.spikes.shape
+    wanted = moments[truth_positions]
+    points = []
+    with tempfile.TemporaryDirectory(prefix="spikecodec-eval-") as folder:
+        for quality in range(qualities):
+            path = Path(folder) / f"q{quality}.sci"
+            encoded = encode_reader(ArrayReader(item.spikes, item.name), path, quality=quality,
+                                    stride=options.stride, phase=int(moments[0]), gop=options.gop,
+                                    model=options.codec_model, threads=options.threads)
+            decoded = decode_stream(path, threads=options.threads)
+            position = {int(t): k for k, t in enumerate(decoded.moments)}
+            missing = [int(t) for t in wanted if int(t) not in position]
+            if missing:
+                raise EvaluationError(f"{item.name}: the codec has no frame at moments {missing[:5]}")
+            frames = decoded.frames[[position[int(t)] for t in wanted]]
+            quality_db, similarity = score_frames(truth, frames)
+            bits = 8 * encoded.bytes
+            points.append(RatePoint(
+                codec="ours", setting=f"quality={quality}", bits=bits, bpp=bits / (num_frames * height * width),
+                psnr=quality_db, ssim=similarity, encode_seconds=encoded.seconds,
+                decode_seconds=decoded.seconds, frames_scored=int(wanted.size)))
+    return points
 
 
 @dataclass
@@ -637,10 +682,14 @@ def evaluate_item(item: EvalItem, options: EvalOptions) -> ItemResult:
         else:
             rows.extend(_point_row(base, p.codec, None, p) for p in points)
 
-    ours = ours_rate_points(item, moments, truth, truth_positions, options)
-    if not ours:
+    if options.ours:
+        try:
+            rows.extend(_point_row(base, OURS, None, p)
+                        for p in ours_rate_points(item, moments, truth, truth_positions, options))
+        except _METHOD_ERRORS as error:
+            rows.append(_error_row(base, OURS, error))
+    else:
         skipped.append(OURS_NOT_AVAILABLE)
-    rows.extend(_point_row(base, "ours", None, p) for p in ours)
     return ItemResult(rows, skipped)
 
 
@@ -687,9 +736,18 @@ def _preflight(options: EvalOptions) -> tuple[EvalOptions, list[str]]:
         except Exception as error:  # any load failure: skip the anchor and say why
             skipped.append(f"ours-raw ({options.model_id}): not evaluated: {error}")
             reconstructions.remove("ours-raw")
+    ours = options.ours
+    if ours:
+        try:
+            from spikecodec.codec import _load_end_side
+
+            _load_end_side(options.codec_model)
+        except Exception as error:  # any load failure: skip our codec and say why
+            skipped.append(f"ours ({options.codec_model}): not evaluated: {error}")
+            ours = False
     if options.lossless and find_jbig_tools() is None:
         skipped.append("jbig: not measured: pbmtojbg (Debian jbigkit-bin) is not installed")
-    return replace(options, codecs=tuple(codecs), reconstructions=tuple(reconstructions),
+    return replace(options, codecs=tuple(codecs), reconstructions=tuple(reconstructions), ours=ours,
                    window_reconstructions=options.reconstructions), skipped
 
 
@@ -730,6 +788,7 @@ def evaluate(
     methods: Sequence[str] = DEFAULT_METHODS,
     codecs: Sequence[str] = DEFAULT_CODECS,
     model_id: str = DEFAULT_EVAL_MODEL,
+    codec_model: str = DEFAULT_CODEC_MODEL,
     limit: int | None = None,
     jobs: int = 1,
     threads: int | None = None,
@@ -738,7 +797,8 @@ def evaluate(
 ) -> EvalSummary:
     """Evaluate every item of ``inputs`` and write ``out_dir/results.json`` and ``results.csv``.
 
-    ``methods``: among ``tfp41``, ``tfi``, ``ours-raw`` (ATC reconstructions) and ``lossless``;
+    ``methods``: among ``tfp41``, ``tfi``, ``ours-raw`` (ATC reconstructions), ``lossless`` and
+    ``ours`` (our codec ``codec_model`` at every quality);
     ``codecs``: video anchors (``x265``, ``vvc``) coding each reconstruction at every QP of
     ``qps`` with intra period ``gop``; ``model_id``: the learned reconstruction for ``ours-raw``;
     ``limit``: at most that many items per input file; ``jobs``: items evaluated in that many
@@ -763,7 +823,7 @@ def evaluate(
     requested = EvalOptions(
         stride=stride, qps=tuple(qps), gop=gop, model_id=model_id, threads=threads,
         reconstructions=tuple(m for m in RECONSTRUCTIONS if m in methods),
-        codecs=tuple(codecs), lossless=LOSSLESS in methods,
+        codecs=tuple(codecs), lossless=LOSSLESS in methods, ours=OURS in methods, codec_model=codec_model,
     )
     out_dir = Path(out_dir)
     json_path, csv_path = out_dir / "results.json", out_dir / "results.csv"

@@ -464,6 +464,21 @@ class DatReader(SpikeReader):
             self._mmap = None
 
 
+class ArrayReader(SpikeReader):
+    """A (T, H, W) array of 0/1 already in memory, behind the reader interface (evaluation)."""
+
+    def __init__(self, spikes: np.ndarray, name: str = "<array>") -> None:
+        self._spikes = check_spikes(spikes)
+        self.path = Path(name)
+        self.num_frames, self.height, self.width = self._spikes.shape
+
+    def _read_range(self, start: int, stop: int) -> np.ndarray:
+        return self._spikes[start:stop]
+
+    def _read_strided(self, start: int, stop: int, step: int) -> np.ndarray:
+        return self._spikes[start:stop:step]
+
+
 class _PackedReader(SpikeReader):
     """Common part of the containers: frames stored packed in image orientation."""
 

@@ -114,7 +114,8 @@ def test_parse_options():
     for bad in ("", "a,b", "40:20", "1:2:3:4"):
         with pytest.raises(EvaluationError):
             parse_qps(bad)
-    assert parse_methods("lossless,tfi") == (("tfi",), True)
+    assert parse_methods("lossless,tfi") == ("tfi", "lossless")
+    assert parse_methods("ours, tfp41") == ("tfp41", "ours")
     with pytest.raises(EvaluationError, match="unknown method"):
         parse_methods("tfp")
     assert parse_codecs("none") == ()
@@ -255,6 +256,20 @@ def test_ours_raw_runs_with_a_loadable_model():
     (row,) = result.rows
     assert row["method"] == "ours-raw" and row["error"] is None
     assert row["psnr"] is not None and row["analysis_seconds"] > 0
+
+
+def test_ours_rows_every_quality_from_the_decoded_stream():
+    item = _tiny_item(num_frames=120)
+    options = EvalOptions(reconstructions=(), codecs=(), lossless=False, ours=True,
+                          codec_model="sci-tiny-test-codec", gop=2)
+    result = evaluate_item(item, options)
+    rows = sorted(result.rows, key=lambda row: row["setting"])
+    assert [row["setting"] for row in rows] == [f"quality={q}" for q in range(4)]
+    for row in rows:
+        assert row["method"] == "ours" and row["error"] is None and row["frames_scored"] == row["moments"]
+        assert row["bpp"] == pytest.approx(row["bits"] / (120 * 32 * 48))
+        assert row["psnr"] is not None and row["encode_seconds"] > 0 and row["decode_seconds"] > 0
+    assert OURS_NOT_AVAILABLE not in result.skipped
 
 
 def test_eval_parallel_jobs(tmp_path):
