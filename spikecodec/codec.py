@@ -67,21 +67,24 @@ class DecodeResult:
 
 
 @dataclass
-class _Models:
+class EndSide:
+    """What encoding needs: the FEM, the codec (CDF tables built) and the identity the stream records."""
+
     model_id: str
     identity: str
     fem: Any
     codec: Any
 
 
-def _load_end_side(model_id: str) -> _Models:
+def load_end_side(model_id: str) -> EndSide:
+    """The registered codec ``model_id`` with its FEM (weights checked against the registry)."""
     from spikecodec.models.registry import get_spec, load_model, stream_identity
 
     spec = get_spec(model_id)
     if spec.kind != "codec":
         raise CodecError(f"model {model_id!r} is a {spec.kind}; encoding needs a codec id "
                          f"(default {DEFAULT_CODEC_MODEL!r})")
-    return _Models(model_id, stream_identity(model_id), load_model(spec.base), load_model(model_id))
+    return EndSide(model_id, stream_identity(model_id), load_model(spec.base), load_model(model_id))
 
 
 def _threads(threads: int | None) -> None:
@@ -105,10 +108,12 @@ def _check_options(quality: int, stride: int, gop: int, qualities: int) -> None:
 
 def encode_reader(
     reader: Any, output: str | os.PathLike, *, quality: int = DEFAULT_QUALITY, stride: int = DEFAULT_STRIDE,
-    phase: int | None = None, gop: int = DEFAULT_GOP, model: str = DEFAULT_CODEC_MODEL, force: bool = False,
+    phase: int | None = None, gop: int = DEFAULT_GOP, model: str | EndSide = DEFAULT_CODEC_MODEL, force: bool = False,
     progress: bool = False, threads: int | None = None,
 ) -> EncodeResult:
-    """Encode an open spike reader (:func:`spikecodec.io.open_spikes`) to ``output``."""
+    """Encode an open spike reader (:func:`spikecodec.io.open_spikes`) to ``output``.
+
+    ``model`` is a registered codec id, or loaded :class:`EndSide` models (experiments)."""
     from tqdm import tqdm
 
     from spikecodec.bitstream import FrameUnit, LatentHasher, SciWriter, SequenceHeader
@@ -118,7 +123,7 @@ def encode_reader(
 
     began = time.perf_counter()
     _threads(threads)
-    models = _load_end_side(model)
+    models = model if isinstance(model, EndSide) else load_end_side(model)
     fem, codec = models.fem, models.codec
     _check_options(quality, stride, gop, codec.config.qualities)
     before, after = fem.window_before, fem.window_after
@@ -255,9 +260,10 @@ def _decoded_features(codec: Any, header: Any, frames: Iterator[Any], hasher: An
         yield frame.moment_index, out["x_hat"], out["motion_refined"]
 
 
-def _analyse(analysis: Any, previous: Any, current: Any, following: Any) -> np.ndarray:
+def _analyse(analysis: Any, previous: Any, current: Any, following: Any, refined_motion: bool) -> np.ndarray:
     (_, f_prev, _), (_, f_cur, motion), (_, f_next, _) = previous, current, following
-    image = analysis.analyze(f_prev, f_cur, f_next, motion_prev=motion if previous is not current else None)["image"]
+    use = motion if refined_motion and previous is not current else None
+    image = analysis.analyze(f_prev, f_cur, f_next, motion_prev=use)["image"]
     return image[0, 0].clamp(0.0, 1.0).cpu().numpy()
 
 
@@ -273,9 +279,14 @@ def nearest_moment(header: Any, frame_count: int, spike_index: int) -> int:
 
 def decode_stream(
     input: str | os.PathLike, *, at: int | None = None, analysis: str | None = None, progress: bool = False,
-    threads: int | None = None,
+    threads: int | None = None, models: tuple[Any, Any] | None = None, refined_motion: bool = True,
 ) -> DecodeResult:
-    """Decode a ``.sci`` file to frames in memory (every moment, or the one nearest spike index ``at``)."""
+    """Decode a ``.sci`` file to frames in memory (every moment, or the one nearest spike index ``at``).
+
+    ``analysis`` overrides the reconstructor the codec names. For experiments, ``models`` gives
+    loaded (codec, reconstructor) instead of the registry (the stream's model identity is then
+    not checked), and ``refined_motion=False`` lets AFR estimate motion itself (the no-FMVR ablation).
+    """
     from tqdm import tqdm
 
     from spikecodec.bitstream import LatentHasher, SciReader
@@ -284,7 +295,7 @@ def decode_stream(
     _threads(threads)
     with torch.no_grad(), SciReader(input) as reader:
         header = reader.header
-        codec, analyser = _load_cloud_side(header, analysis)
+        codec, analyser = models if models is not None else _load_cloud_side(header, analysis)
         count = reader.end.frame_count
         if count < 1:
             raise CodecError(f"{input} holds no coded moments")
@@ -305,7 +316,7 @@ def decode_stream(
         def emit(previous: Any, current: Any, following: Any) -> None:
             index = current[0]
             if wanted is None or index in wanted:
-                images.append(_analyse(analyser, previous, current, following))
+                images.append(_analyse(analyser, previous, current, following, refined_motion))
                 moments.append(header.phase + index * header.stride)
 
         try:
@@ -356,6 +367,6 @@ def decode_file(
 
 
 __all__ = [
-    "CodecError", "DecodeResult", "EncodeResult", "decode_file", "decode_stream", "encode_file",
-    "encode_reader", "nearest_moment",
+    "CodecError", "DecodeResult", "EncodeResult", "EndSide", "decode_file", "decode_stream", "encode_file",
+    "encode_reader", "load_end_side", "nearest_moment",
 ]

@@ -739,9 +739,9 @@ def _preflight(options: EvalOptions) -> tuple[EvalOptions, list[str]]:
     ours = options.ours
     if ours:
         try:
-            from spikecodec.codec import _load_end_side
+            from spikecodec.codec import load_end_side
 
-            _load_end_side(options.codec_model)
+            load_end_side(options.codec_model)
         except Exception as error:  # any load failure: skip our codec and say why
             skipped.append(f"ours ({options.codec_model}): not evaluated: {error}")
             ours = False

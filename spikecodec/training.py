@@ -586,18 +586,11 @@ def _build_codec_stage(config: TrainConfig, device: torch.device) -> CodecStage:
     else:
         if config.model:
             raise ValueError("stage c2 takes the codec config from codec_weights; leave model empty")
+        # with its CDF tables: c2 leaves the entropy models frozen, so they stay valid
         codec = load_codec_weights(config.codec_weights, device)  # type: ignore[arg-type]
-        # a fresh model for the checkpoints: CDF tables are rebuilt at export
-        fresh = FeatureCodec(codec.config)
-        fresh.load_state_dict({k: v for k, v in codec.state_dict().items() if not _is_cdf_buffer(k)}, strict=False)
-        codec = fresh
     model = CodecStage(config, analysis, codec.to(device)).to(device)
     model.set_trainable()
     return model
-
-
-def _is_cdf_buffer(name: str) -> bool:
-    return name.rsplit(".", 1)[-1] in ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
 
 def build_training_model(config: TrainConfig, device: torch.device) -> nn.Module:
@@ -926,6 +919,9 @@ def _train(config: TrainConfig, out_dir: Path, resume: bool, until: int | None, 
             if step >= stop:
                 break
             batch = {k: v.to(device) for k, v in batch.items()}
+            # noise inside the models (the codec's uniform quantisation noise) is a function of the step
+            # too, so a resumed run repeats it
+            torch.manual_seed(int(np.random.SeedSequence([config.seed, context.rank, step, 0x70C4]).generate_state(1)[0]))
             loss, terms, _ = wrapped(**batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -230,3 +230,62 @@ def test_loss_decreases_on_real_clips(tmp_path):
     losses = [json.loads(line)["mse"] for line in (tmp_path / "train_log.jsonl").read_text().splitlines()
               if json.loads(line)["event"] == "train"]
     assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3])
+
+
+# ---------------------------------------------------------------------------------- stage c
+
+
+def _codec_config(stage: str, **changes) -> TrainConfig:
+    from spikecodec.models.codec import TINY_CODEC_CONFIG
+
+    model = {**TINY_CODEC_CONFIG.to_dict(), "lambdas": [4.0, 16.0, 64.0, 256.0]} if stage == "c1" else {}
+    settings = dict(stage=stage, model=model, analysis_weights="sci-tiny-test-recon", crop=32, val_crop=32,
+                    steps=2, steps_per_epoch=2)
+    return tiny_config(**{**settings, **changes})
+
+
+def test_stage_c1_then_c2_export_a_working_codec(tmp_path):
+    from spikecodec.models.codec import LATENT_NAMES
+    from spikecodec.training import load_codec_weights
+
+    result = run(_codec_config("c1"), tmp_path / "c1")
+    assert set(result.exported) == {"codec.safetensors", "weights.safetensors"}
+    validation = result.last_validation
+    assert set(validation["psnr_by_quality"]) == {"0", "1", "2", "3"}
+    assert all(v > 0 for v in validation["spike_bpp_by_quality"].values())
+    log = [json.loads(line) for line in (tmp_path / "c1" / "train_log.jsonl").read_text().splitlines()]
+    assert {"rate", "mse", "feature_mse"} <= set(log[0])
+
+    codec = load_codec_weights(str(tmp_path / "c1")).eval()
+    features = torch.randn(1, 4, 20, 28)
+    coded = codec.compress(features, 1)
+    decoded = codec.decompress(coded["strings"], coded["shapes"], 1)
+    for name in LATENT_NAMES["I"]:
+        assert torch.equal(coded["latents"][name], decoded["latents"][name])
+
+    before = {k: v.clone() for k, v in codec.state_dict().items()}
+    result = run(_codec_config("c2", codec_weights=str(tmp_path / "c1")), tmp_path / "c2")
+    assert {"codec.safetensors", "analysis.safetensors"} <= set(result.exported)
+    tuned = load_codec_weights(str(tmp_path / "c2"))
+    after = tuned.state_dict()
+    # the encoder side and what sets the CDFs are frozen; the decoder side moved
+    for name in ("intra.g_a.0.weight", "inter.contextual_encoder.0.weight", "intra.h_s.layers.0.weight"):
+        if name in before:
+            assert torch.equal(before[name], after[name]), name
+    assert not torch.equal(before["intra.g_s.0.weight"], after["intra.g_s.0.weight"])
+    assert not torch.equal(before["fmvr.delta.weight"], after["fmvr.delta.weight"])
+
+
+def test_stage_c_needs_its_inputs():
+    with pytest.raises(ValueError, match="analysis_weights"):
+        TrainConfig(stage="c1")
+    with pytest.raises(ValueError, match="codec_weights"):
+        TrainConfig(stage="c2", analysis_weights="sci-tiny-test-recon")
+
+
+def test_stage_c1_resumes_to_the_same_weights(tmp_path):
+    whole = run(_codec_config("c1", steps=3, steps_per_epoch=1), tmp_path / "whole")
+    run(_codec_config("c1", steps=3, steps_per_epoch=1), tmp_path / "parts", until=1)
+    resumed = run(_codec_config("c1", steps=3, steps_per_epoch=1), tmp_path / "parts", resume=True)
+    for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name

@@ -1,0 +1,381 @@
+"""The feature codec on the S-Motion test split: rate-distortion, bits, ablations, speed, memory.
+
+    python benchmarks/bench_codec.py rd --results runs/eval/results.json [--write-docs]
+    python benchmarks/bench_codec.py bits [--data data/smotion_test.h5] [--c1 runs/c1] [--write-docs]
+    python benchmarks/bench_codec.py speed [--write-docs]
+    python benchmarks/bench_codec.py memory [--gib 2.0] [--write-docs]
+
+- ``rd`` reads the results of ``spikecodec eval`` (ours at every quality, ours-raw / TFP41 / TFI
+  coded with x265 and VVC, lossless coders) and writes the RD table per quality (bpp, PSNR, SSIM,
+  per speed bin), BD-rates against the analyze-then-compress anchors, and the bpp at which ours
+  first reaches the PSNR of TFP41 on the raw spikes (section ``codec-rd``);
+- ``bits``: on the test sequences, for every quality, the entropy-coded payload of the real
+  streams against the likelihood estimate of the same features, the container overhead as a share
+  of the file, and the ablations: decoding without FMVR (AFR estimates motion itself), and the
+  codec before stage (c2) with the stage-(b) analysis (section ``codec-bits``);
+- ``speed``: encoder and decoder throughput at 250x400 with default settings (file I/O included,
+  medians), and MACs per moment of each side (section ``codec-speed``);
+- ``memory``: peak resident memory of ``spikecodec encode`` on a generated ``.dat`` of at least
+  ``--gib`` GiB, in a child process (section ``codec-memory``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_baselines import SPEED_BINS, ensure_test_split  # noqa: E402
+from docs_sections import replace_section  # noqa: E402
+
+from spikecodec import DEFAULT_CODEC_MODEL, DEFAULT_GOP, DEFAULT_RECONSTRUCTION_MODEL, DEFAULT_STRIDE  # noqa: E402
+
+DOCS = ROOT / "docs" / "BENCHMARKS.md"
+OUT = ROOT / "runs" / "bench"
+ANCHORS = ("ours-raw+x265", "ours-raw+vvc", "tfp41+x265", "tfi+x265")
+
+
+def _machine() -> str:
+    return (f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+            f"python {platform.python_version()}")
+
+
+def _save(name: str, report: dict) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"codec-{name}.json").write_text(json.dumps(report, indent=1))
+
+
+# ------------------------------------------------------------------------------------------ rd
+
+
+def _first_match(points: list[tuple[float, float]], target: float) -> float | None:
+    """bpp at which a rising RD curve first reaches ``target`` dB (linear between points)."""
+    points = sorted(points)
+    for (r0, p0), (r1, p1) in zip(points, points[1:]):
+        if p0 < target <= p1:
+            return r0 + (target - p0) / (p1 - p0) * (r1 - r0)
+    if points and points[0][1] >= target:
+        return points[0][0]
+    return None
+
+
+def rd(results: Path) -> tuple[dict, str]:
+    from spikecodec.evaluation import bdrate_report, load_results
+
+    document = load_results(results)
+    rows = [r for r in document["rows"] if not r.get("error")]
+    by_method: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_method[row["method"]].append(row)
+    ours = by_method.get("ours", [])
+    if not ours:
+        raise SystemExit(f"{results} holds no rows of our codec (run eval with --methods including ours)")
+    qualities = sorted({r["setting"] for r in ours})
+
+    def summary(selected: list[dict]) -> dict:
+        out = {"bpp": float(np.mean([r["bpp"] for r in selected])) if selected[0]["bpp"] is not None else None,
+               "psnr": float(np.mean([r["psnr"] for r in selected])),
+               "ssim": float(np.mean([r["ssim"] for r in selected]))}
+        for name in SPEED_BINS:
+            part = [r["psnr"] for r in selected if r.get("speed_bin") == name]
+            out[f"psnr_{name}"] = float(np.mean(part)) if part else None
+        return out
+
+    table = {q: summary([r for r in ours if r["setting"] == q]) for q in qualities}
+    references = {name: summary(by_method[name]) for name in ("ours-raw", "tfp41", "tfi") if by_method.get(name)}
+    tfp_psnr = references["tfp41"]["psnr"]
+    curve = [(v["bpp"], v["psnr"]) for v in table.values()]
+    bd = {}
+    for anchor in ANCHORS:
+        if anchor not in by_method:
+            continue
+        report = bdrate_report(results.parent if results.is_file() else results, anchor)
+        bd[anchor] = {}
+        for method in report.methods:
+            rate, quality = report.mean[method]
+            covered = sum(1 for i in report.inputs if (method, i) in report.per_input
+                          and report.per_input[(method, i)][0].value is not None)
+            bd[anchor][method] = {"bd_rate": rate.value, "bd_rate_note": rate.note, "bd_psnr": quality.value,
+                                  "inputs": f"{covered}/{len(report.inputs)}"}
+    result = {
+        "results": str(results), "environment": document.get("environment"), "qualities": table,
+        "references": references, "bd": bd,
+        "bpp_matching_tfp41": _first_match(curve, tfp_psnr), "inputs": len({r["input"] for r in ours}),
+    }
+
+    lines = [f"Our codec ({DEFAULT_CODEC_MODEL}, stride {DEFAULT_STRIDE}, GOP {DEFAULT_GOP}) on the S-Motion test "
+             f"split ({result['inputs']} sequences), from `spikecodec eval` "
+             f"(`{results}`); bpp counts the whole `.sci` file over T x H x W spike pixels; "
+             "PSNR/SSIM per frame at every evaluated moment against the ground truth, averaged.", "",
+             "| method | bpp | x smaller than raw | PSNR dB | SSIM | slow | medium | fast |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+
+    def line(name: str, v: dict) -> str:
+        rate = f"{v['bpp']:.5f}" if v["bpp"] is not None else "1 (raw spikes)"
+        ratio = f"{1 / v['bpp']:.0f}" if v["bpp"] else "1"
+        bins = " | ".join(f"{v[f'psnr_{b}']:.2f}" if v[f"psnr_{b}"] is not None else "-" for b in SPEED_BINS)
+        return f"| {name} | {rate} | {ratio} | {v['psnr']:.2f} | {v['ssim']:.3f} | {bins} |"
+
+    for q, v in table.items():
+        lines.append(line(f"ours {q}", v))
+    for name, v in references.items():
+        lines.append(line(f"{name} (uncompressed, from raw spikes)", v))
+    lines += ["", f"Ours first reaches the PSNR of TFP41 on raw spikes ({tfp_psnr:.2f} dB) at "
+              + (f"**{result['bpp_matching_tfp41']:.5f} bpp**" if result["bpp_matching_tfp41"] else "no measured rate")
+              + " (raw spikes: 1 bpp).", "",
+              "BD-rate of ours against the analyze-then-compress anchors (pchip on Pareto points, mean over "
+              "the sequences where the curves overlap at least 75%; negative = fewer bits for the same PSNR):", "",
+              "| anchor | BD-rate | BD-PSNR | sequences |", "| --- | --- | --- | --- |"]
+    for anchor, methods in bd.items():
+        v = methods.get("ours")
+        if v is None:
+            continue
+        rate_text = f"{v['bd_rate']:+.1f}%" if v["bd_rate"] is not None else v["bd_rate_note"]
+        psnr_text = f"{v['bd_psnr']:+.2f} dB" if v["bd_psnr"] is not None else "-"
+        lines.append(f"| {anchor} | {rate_text} | {psnr_text} | {v['inputs']} |")
+    return result, "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------- bits
+
+
+def _subset(items: list, per_bin: int) -> list:
+    chosen, count = [], defaultdict(int)
+    for item in items:
+        name = item.meta.get("speed_bin")
+        if count[name] < per_bin:
+            chosen.append(item)
+            count[name] += 1
+    return chosen
+
+
+@torch.no_grad()
+def _estimated_payload_bits(fem, codec, spikes: np.ndarray, moments: np.ndarray, quality: int, gop: int) -> float:
+    """Bits the likelihoods of the codec's forward pass (rounding, eval mode) give the same features."""
+    from spikecodec.models.fem import extract_features
+
+    codec.eval()
+    bits, state = 0.0, None
+    for index, feature in enumerate(extract_features(fem, spikes, moments)):
+        out = codec(feature[None], quality, None if index % gop == 0 else state)
+        state = out["state"]
+        bits += float(sum((-torch.log2(l)).sum() for l in out["likelihoods"].values()))
+    return bits
+
+
+def bits(data: Path, c1: Path | None, per_bin: int) -> tuple[dict, str]:
+    from spikecodec.anchors import score_frames
+    from spikecodec.codec import EndSide, decode_stream, encode_reader, load_end_side
+    from spikecodec.evaluation import iter_items
+    from spikecodec.io import ArrayReader
+    from spikecodec.models.registry import get_spec, load_model
+    from spikecodec.models.weights_io import sha256_of_file
+
+    items = _subset([i for i in iter_items([data]) if not hasattr(i, "error")], per_bin)
+    shipped = load_end_side(DEFAULT_CODEC_MODEL)
+    spec = get_spec(DEFAULT_CODEC_MODEL)
+    variants = {"shipped": None}
+    before_c2 = None
+    if c1 is not None:
+        from spikecodec.training import load_codec_weights
+
+        path = c1 / "codec.safetensors" if c1.is_dir() else c1
+        codec_c1 = load_codec_weights(str(path)).eval()
+        before_c2 = EndSide("codec-before-c2", sha256_of_file(path), shipped.fem, codec_c1)
+        stage_b = load_model(DEFAULT_RECONSTRUCTION_MODEL)
+        variants["before c2"] = (codec_c1, stage_b)
+    rows: dict[str, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    qualities = spec.config["qualities"]
+    with tempfile.TemporaryDirectory() as folder:
+        for item in items:
+            lookup = {int(t): k for k, t in enumerate(item.gt_index)}
+            for quality in range(qualities):
+                for name in ("shipped", "before c2"):
+                    if name == "before c2" and before_c2 is None:
+                        continue
+                    end = shipped if name == "shipped" else before_c2
+                    path = Path(folder) / "s.sci"
+                    encoded = encode_reader(ArrayReader(item.spikes), path, quality=quality, model=end, force=True)
+                    decodes = {name: decode_stream(path, models=variants[name])}
+                    if name == "shipped":
+                        decodes["no FMVR"] = decode_stream(path, refined_motion=False)
+                    for label, decoded in decodes.items():
+                        keep = [k for k, t in enumerate(decoded.moments) if int(t) in lookup]
+                        truth = item.gt[[lookup[int(decoded.moments[k])] for k in keep]].astype(np.float32) / 255.0
+                        value, similarity = score_frames(truth, decoded.frames[keep])
+                        row = {"input": item.name, "speed_bin": item.meta.get("speed_bin"), "bytes": encoded.bytes,
+                               "bpp": 8 * encoded.bytes / item.spikes.size, "psnr": value, "ssim": similarity}
+                        if label == "shipped":
+                            row["payload_bits"] = 8 * encoded.payload_bytes
+                            row["estimated_bits"] = _estimated_payload_bits(
+                                shipped.fem, shipped.codec, item.spikes, encoded.moments, quality, DEFAULT_GOP)
+                        rows[label][quality].append(row)
+            print(f"{item.name} done", flush=True)
+    report = {"data": str(data), "sequences": [i.name for i in items], "rows": {k: dict(v) for k, v in rows.items()}}
+    lines = [f"On {len(items)} S-Motion test sequences ({per_bin} per speed bin: "
+             f"{', '.join(i.name.split(':')[-1] for i in items)}), every moment of each stream, {_machine()}.", "",
+             "Payload (the entropy-coded strings) against the likelihood estimate of the same features, and the "
+             "container (preamble, header, unit framing, CRCs, seek index, end unit) as a share of the file:", "",
+             "| quality | bpp | payload / estimate | container share of the file |", "| --- | --- | --- | --- |"]
+    for quality, entries in sorted(rows["shipped"].items()):
+        payload = sum(e["payload_bits"] for e in entries)
+        estimate = sum(e["estimated_bits"] for e in entries)
+        total = sum(8 * e["bytes"] for e in entries)
+        lines.append(f"| {quality} | {np.mean([e['bpp'] for e in entries]):.5f} | {payload / estimate:.4f} | "
+                     f"{(total - payload) / total:.1%} |")
+    lines += ["", "Ablations, same sequences and streams (PSNR dB / bpp, mean over sequences):", "",
+              "| quality | shipped (stage c2, FMVR) | without FMVR (AFR estimates motion) | before stage c2 "
+              "(c1 codec, stage-b analysis) |", "| --- | --- | --- | --- |"]
+    for quality in sorted(rows["shipped"]):
+        cells = []
+        for label in ("shipped", "no FMVR", "before c2"):
+            entries = rows.get(label, {}).get(quality)
+            cells.append(f"{np.mean([e['psnr'] for e in entries]):.2f} / {np.mean([e['bpp'] for e in entries]):.5f}"
+                         if entries else "not measured")
+        lines.append(f"| {quality} | " + " | ".join(cells) + " |")
+    return report, "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------- speed
+
+
+def _write_test_dat(path: Path, frames: int, height: int = 250, width: int = 400) -> None:
+    """A texture drifting 1 px every 20 spike frames, integrate-and-fire at rate 0.6, in 1,000-frame
+    blocks (the file can be larger than memory)."""
+    from spikecodec.io import open_spike_writer
+
+    rng = np.random.default_rng(0)
+    texture = rng.random((height, width + frames // 20 + 1)).astype(np.float32)
+    with open_spike_writer(path, height, width) as writer:
+        potential = rng.random((height, width)).astype(np.float32)
+        for start in range(0, frames, 1000):
+            count = min(1000, frames - start)
+            block = np.empty((count, height, width), dtype=np.uint8)
+            for k in range(count):
+                t = start + k
+                potential += 0.6 * texture[:, t // 20:t // 20 + width]
+                fired = potential >= 1.0
+                potential[fired] -= 1.0
+                block[k] = fired
+            writer.write(block)
+
+
+def speed(frames: int, repeats: int, threads: int) -> tuple[dict, str]:
+    from spikecodec.codec import decode_stream, encode_file, load_end_side
+    from spikecodec.models.codec import codec_cost
+    from spikecodec.models.cost import afr_cost, fem_cost, total_macs
+    from spikecodec.models.registry import get_spec, load_model
+
+    torch.set_num_threads(threads)
+    spec = get_spec(DEFAULT_CODEC_MODEL)
+    end = load_end_side(DEFAULT_CODEC_MODEL)
+    analysis = load_model(spec.analysis)
+    with tempfile.TemporaryDirectory() as folder:
+        dat, sci = Path(folder) / "s.dat", Path(folder) / "s.sci"
+        _write_test_dat(dat, frames)
+        encode_times, decode_times = [], []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            result = encode_file(dat, sci, force=True)
+            encode_times.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            decode_stream(sci)
+            decode_times.append(time.perf_counter() - started)
+    cost = codec_cost(end.codec, 250, 400, DEFAULT_GOP)
+    fem_macs = total_macs(fem_cost(end.fem, 250, 400))
+    analysis_macs = total_macs(afr_cost(analysis.afr, 250, 400, analysis.head))
+    encode_s, decode_s = statistics.median(encode_times), statistics.median(decode_times)
+    report = {
+        "frames": frames, "moments": result.frames, "repeats": repeats, "threads": threads,
+        "encode_seconds": encode_times, "decode_seconds": decode_times,
+        "encoder_frames_per_s": frames / encode_s, "decoder_frames_per_s": frames / decode_s,
+        "encoder_macs_per_moment": fem_macs + cost["gop_average"]["encoder"],
+        "fem_macs_per_moment": fem_macs, "codec_encoder_macs_per_moment": cost["gop_average"]["encoder"],
+        "decoder_macs_per_moment": cost["gop_average"]["decoder"] + analysis_macs,
+        "codec_decoder_macs_per_moment": cost["gop_average"]["decoder"], "analysis_macs_per_moment": analysis_macs,
+        "bpp": result.bpp,
+    }
+    g = 1e9
+    text = "\n".join([
+        f"`spikecodec encode` / decode at 250x400, default settings (quality {result.header.quality}, stride "
+        f"{DEFAULT_STRIDE}, GOP {DEFAULT_GOP}), a generated {frames}-frame `.dat` ({result.frames} moments), "
+        f"file I/O and model loading included, median of {repeats}, {threads} torch threads, {_machine()}.", "",
+        "| side | spike frames / s | ms per moment | GMAC per moment |", "| --- | --- | --- | --- |",
+        f"| encoder (FEM + codec + bitstream) | {report['encoder_frames_per_s']:.0f} | "
+        f"{1000 * encode_s / result.frames:.0f} | {report['encoder_macs_per_moment'] / g:.2f} "
+        f"(FEM {fem_macs / g:.2f} + codec {cost['gop_average']['encoder'] / g:.2f}) |",
+        f"| decoder (codec + FMVR + AFR + head) | {report['decoder_frames_per_s']:.0f} | "
+        f"{1000 * decode_s / result.frames:.0f} | {report['decoder_macs_per_moment'] / g:.2f} "
+        f"(codec {cost['gop_average']['decoder'] / g:.2f} + analysis {analysis_macs / g:.2f}) |",
+        "", f"Target: at least 500 spike frames/s for the encoder: "
+        + ("met." if report["encoder_frames_per_s"] >= 500 else
+           f"**missed** ({report['encoder_frames_per_s']:.0f}); rate-distortion was given priority (DESIGN.md)."),
+    ])
+    return report, text
+
+
+# -------------------------------------------------------------------------------------- memory
+
+
+def memory(gib: float) -> tuple[dict, str]:
+    frames = int(np.ceil(gib * 2**30 / (250 * 400 / 8)))
+    with tempfile.TemporaryDirectory(dir=ROOT / "runs") as folder:
+        dat, sci = Path(folder) / "big.dat", Path(folder) / "big.sci"
+        _write_test_dat(dat, frames)
+        size = dat.stat().st_size
+        code = ("import resource, sys, time; from spikecodec.codec import encode_file; t = time.perf_counter();"
+                "r = encode_file(sys.argv[1], sys.argv[2]);"
+                "print(r.frames, r.bytes, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+        run = subprocess.run([sys.executable, "-c", code, str(dat), str(sci)], capture_output=True, text=True, check=True)
+        moments, coded, seconds, peak_kib = run.stdout.split()
+    report = {"dat_bytes": size, "frames": frames, "moments": int(moments), "sci_bytes": int(coded),
+              "seconds": float(seconds), "peak_rss_bytes": int(peak_kib) * 1024}
+    text = (f"`encode_file` on a generated {size / 2**30:.2f} GiB `.dat` ({frames} spike frames at 250x400, "
+            f"{moments} moments) in a child process: peak resident memory **{report['peak_rss_bytes'] / 2**20:.0f} MiB** "
+            f"(target: under 2 GiB), {float(seconds) / 60:.1f} min, {report['sci_bytes']} bytes out.")
+    return report, text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("part", choices=["rd", "bits", "speed", "memory"])
+    parser.add_argument("--results", type=Path, default=ROOT / "runs" / "eval" / "results.json")
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "smotion_test.h5")
+    parser.add_argument("--c1", type=Path, default=None, help="stage-c1 output (the codec before c2)")
+    parser.add_argument("--per-bin", type=int, default=2, help="bits: sequences per speed bin")
+    parser.add_argument("--frames", type=int, default=2000, help="speed: spike frames of the test stream")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--gib", type=float, default=2.0)
+    parser.add_argument("--write-docs", action="store_true")
+    args = parser.parse_args()
+    if args.part == "rd":
+        report, text = rd(args.results)
+    elif args.part == "bits":
+        ensure_test_split(args.data)
+        report, text = bits(args.data, args.c1, args.per_bin)
+    elif args.part == "speed":
+        report, text = speed(args.frames, args.repeats, args.threads)
+    else:
+        report, text = memory(args.gib)
+    _save(args.part, report)
+    print(text)
+    if args.write_docs:
+        replace_section(DOCS, f"codec-{args.part}", text)
+
+
+if __name__ == "__main__":
+    main()
