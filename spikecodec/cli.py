@@ -23,6 +23,7 @@ def main() -> None:
       spikecodec simulate still photo.png -o scene.dat     # make a spike stream
       spikecodec encode scene.dat -o scene.sci              # raw spikes -> bitstream
       spikecodec decode scene.sci -o scene.mp4              # bitstream -> reconstructed video
+      spikecodec classify digit.sci --top 3                 # class label from a bitstream
       spikecodec reconstruct scene.dat -o scene.mp4         # TFP / TFI video from raw spikes
       spikecodec info stream.sci --json                     # inspect a bitstream
     """
@@ -321,6 +322,70 @@ def decode_command(sci_path, output, at, analysis, fps, threads, force):
 
 
 # --- end section: encode / decode ------------------------------------------------------------
+
+
+# --- section: classify (owner: classification) -----------------------------------------------
+
+
+@main.command("classify")
+@click.argument("sci_path", metavar="IN", type=click.Path(dir_okay=False))
+@click.option("--top", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Also list the K most probable classes with their probabilities.")
+@click.option("--model", "model_id", default=None,
+              help="Registered classifier [default: the one installed for the stream's codec].")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of text.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
+def classify_command(sci_path, top, model_id, as_json, threads):
+    """The class label of the clip in a .sci bitstream IN, straight from its decoded features.
+
+    Every coded moment is classified (AFR on the decoded features and refined motion) and the
+    clip's probabilities are the mean over its moments. No video is reconstructed.
+
+    \b
+      spikecodec classify digit.sci --top 3
+    """
+    import json
+
+    from spikecodec.classification import classify_stream
+
+    try:
+        result = classify_stream(sci_path, model=model_id, top=top, threads=threads)
+    except _codec_errors() as error:
+        raise click.ClickException(str(error)) from None
+    if as_json:
+        click.echo(json.dumps(result, indent=1))
+        return
+    click.echo(f"label {result['label']}  ({result['moments']} moments, classifier {result['classifier']})")
+    if top > 1:
+        for entry in result["top"]:
+            click.echo(f"  {entry['class']}: {entry['probability']:.4f}")
+
+
+@main.command("train-classifier")
+@click.option("--data", default="data/smnist_train.h5", show_default=True, type=click.Path(dir_okay=False),
+              help="S-MNIST train split (spikecodec simulate smnist --split train -o ...).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--codec", default=DEFAULT_CODEC_MODEL, show_default=True, help="Frozen FEM + codec.")
+@click.option("--reference", is_flag=True, help="Train the reference head on TFP41 images (1 bpp) instead.")
+@click.option("--steps", type=click.IntRange(min=1), default=1500, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
+def train_classifier_command(data, out_dir, codec, reference, steps, batch_size, threads, resume):
+    """Train the S-MNIST classification head on frozen FEM + codec features (stage b/c for the task)."""
+    from spikecodec.classification import ClassifierTrainConfig, train_classifier
+
+    try:
+        config = ClassifierTrainConfig(data=data, codec=codec, reference=reference, steps=steps,
+                                       batch_size=batch_size, threads=threads)
+        result = train_classifier(config, out_dir, resume=resume)
+    except _codec_errors() as error:
+        raise click.ClickException(str(error)) from None
+    for name, digest in result["exported"].items():
+        click.echo(f"wrote {out_dir}/{name} sha256={digest}")
+
+
+# --- end section: classify -------------------------------------------------------------------
 
 
 # --- section: info (owner: bitstream) --------------------------------------------------------

@@ -260,6 +260,26 @@ def _decoded_features(codec: Any, header: Any, frames: Iterator[Any], hasher: An
         yield frame.moment_index, out["x_hat"], out["motion_refined"]
 
 
+def neighbourhoods(decoded: Iterator[tuple[int, Any, Any]], count: int) -> Iterator[tuple[Any, Any, Any]]:
+    """(previous, current, next) decoded items of each moment, as soon as the next one is decoded.
+
+    ``decoded`` yields (moment index, feature, motion) in stream order, possibly starting after
+    moment 0 (a seek: the first item then only serves as the previous neighbour). The stream's
+    first and last moments stand in for their missing neighbour; ``count`` is the stream's number
+    of moments.
+    """
+    window: list[tuple[int, Any, Any]] = []
+    for item in decoded:
+        window.append(item)
+        if len(window) == 2 and window[0][0] == 0:
+            yield window[0], window[0], window[1]
+        if len(window) == 3:
+            yield window[0], window[1], window[2]
+            window.pop(0)
+    if window and window[-1][0] == count - 1:
+        yield (window[-2] if len(window) > 1 else window[-1]), window[-1], window[-1]
+
+
 def _analyse(analysis: Any, previous: Any, current: Any, following: Any, refined_motion: bool) -> np.ndarray:
     (_, f_prev, _), (_, f_cur, motion), (_, f_next, _) = previous, current, following
     use = motion if refined_motion and previous is not current else None
@@ -303,36 +323,20 @@ def decode_stream(
             target = nearest_moment(header, count, at)
             hasher = None
             frames = reader.seek_moment(max(target - 1, 0))
-            wanted = {target}
         else:
             target = None
             hasher = LatentHasher()
             frames = reader.frames()
-            wanted = None
         images, moments = [], []
-        window: list[tuple[int, Any, Any]] = []
         bar = tqdm(total=count if at is None else None, desc="decode", unit="moment", disable=not progress)
-
-        def emit(previous: Any, current: Any, following: Any) -> None:
-            index = current[0]
-            if wanted is None or index in wanted:
-                images.append(_analyse(analyser, previous, current, following, refined_motion))
-                moments.append(header.phase + index * header.stride)
-
         try:
-            for item in _decoded_features(codec, header, frames, hasher):
-                window.append(item)
+            for previous, current, following in neighbourhoods(_decoded_features(codec, header, frames, hasher), count):
                 bar.update(1)
-                if len(window) == 2 and window[0][0] == 0:
-                    emit(window[0], window[0], window[1])  # the first moment: no previous neighbour
-                if len(window) == 3:
-                    emit(window[0], window[1], window[2])
-                    window.pop(0)
-                if target is not None and item[0] >= target + 1:
+                if target is None or current[0] == target:
+                    images.append(_analyse(analyser, previous, current, following, refined_motion))
+                    moments.append(header.phase + current[0] * header.stride)
+                if target is not None and current[0] == target:
                     break
-            last = window[-1]
-            if last[0] == count - 1 and (target is None or target == count - 1):
-                emit(window[-2] if len(window) > 1 else last, last, last)
         finally:
             bar.close()
         if at is None:
@@ -368,5 +372,5 @@ def decode_file(
 
 __all__ = [
     "CodecError", "DecodeResult", "EncodeResult", "EndSide", "decode_file", "decode_stream", "encode_file",
-    "encode_reader", "load_end_side", "nearest_moment",
+    "encode_reader", "load_end_side", "nearest_moment", "neighbourhoods",
 ]

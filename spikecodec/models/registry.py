@@ -15,6 +15,8 @@ Kinds:
   ``base``; the file holds the state dict with the integer CDF tables built at export
   (never rebuilt at load). ``analysis`` names the reconstructor that decodes its streams by default.
   A bitstream names a codec id; :func:`stream_identity` is the sha256 it records.
+* ``"classifier"``: :class:`~spikecodec.models.classifier.SCIClassifier` for the streams of the
+  codec ``base`` (its FEM is the codec's base); the file holds ``afr.*`` and ``head.*``.
 
 Entries with a ``seed`` and no file are *untrained*, deterministic random weights for tests only.
 """
@@ -32,6 +34,7 @@ import hashlib
 import json
 
 from spikecodec.models.afr import AFRConfig
+from spikecodec.models.classifier import ClassificationHeadConfig, ClassifierConfig, SCIClassifier
 from spikecodec.models.codec import TINY_CODEC_CONFIG, FeatureCodec, FeatureCodecConfig
 from spikecodec.models.fem import FEM, FEMConfig
 from spikecodec.models.heads import HeadConfig
@@ -39,7 +42,7 @@ from spikecodec.models.sci import PlainCNN, PlainCNNConfig, SCIConfig, SCIRecons
 from spikecodec.models.weights_io import config_of, load_state, load_weights, sha256_of_file, subset
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-KINDS = ("fem", "reconstructor", "plain-cnn", "codec")
+KINDS = ("fem", "reconstructor", "plain-cnn", "codec", "classifier")
 
 
 class ModelNotFoundError(KeyError):
@@ -60,7 +63,7 @@ class ModelSpec:
     config: dict[str, Any]
     weights: str | None = None  # file name under the weights directory
     sha256: str | None = None  # of the weights file; None until the weights are shipped
-    base: str | None = None  # reconstructor, codec: id of the FEM whose features it analyses / codes
+    base: str | None = None  # reconstructor, codec: FEM id whose features it analyses / codes; classifier: codec id
     analysis: str | None = None  # codec: id of the reconstructor that decodes its streams by default
     seed: int | None = None  # untrained: weights drawn from this seed, no file
     description: str = ""
@@ -87,6 +90,10 @@ _SPECS = [
     ModelSpec("sci-tiny-test-codec", "codec", TINY_CODEC_CONFIG.to_dict(), base="sci-tiny-test",
               analysis="sci-tiny-test-recon", seed=2,
               description="UNTRAINED tiny feature codec with seeded random weights, for tests only"),
+    ModelSpec("sci-tiny-test-mnist", "classifier", ClassifierConfig(
+        fem=TINY_FEM, afr=TINY_SCI.afr, head=ClassificationHeadConfig(in_channels=8, width=8, layers=2)).to_dict(),
+        base="sci-tiny-test-codec", seed=3,
+        description="UNTRAINED tiny S-MNIST classifier with seeded random weights, for tests only"),
     ModelSpec("sci-small-v1", "fem", SMALL_SCI.fem.to_dict(), weights="sci-small-v1.safetensors",
               sha256="5052c869583de0036610b819033a3a40710489b71944b6848d29dc941b7060a2",
               description="default FEM (end side), trained in stage (a)"),
@@ -125,6 +132,8 @@ def build_model(kind: str, config: dict[str, Any]) -> nn.Module:
         return PlainCNN(PlainCNNConfig.from_dict(config))
     if kind == "codec":
         return FeatureCodec(FeatureCodecConfig.from_dict(config))
+    if kind == "classifier":
+        return SCIClassifier(ClassifierConfig.from_dict(config))
     raise ValueError(f"unknown model kind {kind!r}; known kinds: {', '.join(KINDS)}")
 
 
@@ -173,13 +182,17 @@ def load_model(model_id: str, weights_dir: str | Path | None = None, device: str
         if spec.seed is not None:
             torch.manual_seed(spec.seed)
         model = build_model(spec.kind, spec.config)
-    if spec.kind == "reconstructor":
+    if spec.kind in ("reconstructor", "classifier"):
         if spec.base is None:
-            raise WeightsError(f"reconstructor {model_id!r} names no base FEM")
+            raise WeightsError(f"{spec.kind} {model_id!r} names no base")
         base = get_spec(spec.base)
+        if spec.kind == "classifier":  # a classifier names the codec whose streams it reads
+            if base.kind != "codec" or base.base is None:
+                raise WeightsError(f"classifier {model_id!r} names {spec.base!r}, which is not a codec")
+            base = get_spec(base.base)
         if base.kind != "fem" or base.config != spec.config["fem"]:
-            raise WeightsError(f"reconstructor {model_id!r} and its base {spec.base!r} disagree on the FEM config")
-        fem = load_model(spec.base, weights_dir, device="cpu")
+            raise WeightsError(f"{spec.kind} {model_id!r} and {base.model_id!r} disagree on the FEM config")
+        fem = load_model(base.model_id, weights_dir, device="cpu")
         model.fem.load_state_dict(fem.state_dict())
         if not spec.untrained:
             tensors = _checked_tensors(spec, weights_dir)
@@ -205,6 +218,11 @@ def load_model(model_id: str, weights_dir: str | Path | None = None, device: str
     return model.to(device).eval()
 
 
+def classifiers_for(codec_id: str) -> list[str]:
+    """Ids of the registered classifiers that read the streams of codec ``codec_id``."""
+    return sorted(spec.model_id for spec in REGISTRY.values() if spec.kind == "classifier" and spec.base == codec_id)
+
+
 def stream_identity(model_id: str, weights_dir: str | Path | None = None) -> str:
     """The sha256 a bitstream of codec ``model_id`` records (DESIGN.md "Weights identity").
 
@@ -228,5 +246,5 @@ def stream_identity(model_id: str, weights_dir: str | Path | None = None) -> str
 
 __all__ = [
     "KINDS", "ModelNotFoundError", "ModelSpec", "REGISTRY", "WEIGHTS_DIR", "WeightsError",
-    "build_model", "get_spec", "known_model_ids", "load_model", "stream_identity",
+    "build_model", "classifiers_for", "get_spec", "known_model_ids", "load_model", "stream_identity",
 ]

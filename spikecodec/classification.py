@@ -1,0 +1,423 @@
+"""Classification from the bitstream (S-MNIST): ``spikecodec classify``, head training, accuracy.
+
+* :func:`classify_stream` / :func:`classify_spikes`: a clip's label and top-K probabilities, from a
+  ``.sci`` file (decoded features, no reconstruction) or from raw spikes (uncompressed features).
+  Every moment is classified from its decoded features and its neighbours' (AFR, refined motion);
+  the clip's log-probabilities are the mean of its moments'.
+* :func:`train_classifier`: stage (b)/(c) for the classification head (paper Fig. 7): FEM and codec
+  frozen, AFR + head trained with cross-entropy on S-MNIST train, each batch on the decoded
+  features of a random quality (the codec's forward pass in eval mode: real rounding) or, for a
+  share of the batches, on uncompressed features. ``reference=True`` trains the same head on TFP41
+  images from the raw spikes instead (the 1 bpp reference).
+* :func:`evaluate_classifier`: accuracy on S-MNIST test, uncompressed and through real encoded
+  streams at every quality (bpp of the whole file), per-class precision / recall / F1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from spikecodec import DEFAULT_CODEC_MODEL, DEFAULT_GOP, DEFAULT_STRIDE
+
+DEFAULT_CLASSIFIER = "sci-codec-v1-mnist"
+
+
+class ClassificationError(ValueError):
+    """A stream cannot be classified as asked (the message says why)."""
+
+
+# ------------------------------------------------------------------------------------ inference
+
+
+def _classifier_for(header: Any, model: str | None) -> tuple[str, Any]:
+    from spikecodec.models.registry import classifiers_for, get_spec, load_model
+
+    if model is None:
+        candidates = classifiers_for(header.model_id)
+        if not candidates:
+            raise ClassificationError(
+                f"no installed classifier reads streams of model {header.model_id!r} (classifiers exist for "
+                f"{', '.join(sorted({get_spec(m).base for m in _all_classifiers()})) or 'no codec'})")
+        model = candidates[0]
+    spec = get_spec(model)
+    if spec.kind != "classifier":
+        raise ClassificationError(f"{model!r} is a {spec.kind}, not a classifier")
+    if spec.base != header.model_id:
+        raise ClassificationError(f"classifier {model!r} reads streams of {spec.base!r}; this stream was made "
+                                  f"with {header.model_id!r}")
+    return model, load_model(model)
+
+
+def _all_classifiers() -> list[str]:
+    from spikecodec.models.registry import REGISTRY
+
+    return [spec.model_id for spec in REGISTRY.values() if spec.kind == "classifier"]
+
+
+def _result(log_probabilities: torch.Tensor, top: int, moments: int, **extra: Any) -> dict[str, Any]:
+    probabilities = log_probabilities.exp()
+    top = max(1, min(int(top), probabilities.numel()))
+    values, classes = probabilities.topk(top)
+    return {"label": int(classes[0]), "top": [{"class": int(c), "probability": float(v)}
+                                                for c, v in zip(classes, values)],
+            "moments": moments, **extra}
+
+
+@torch.no_grad()
+def classify_stream(path: str | os.PathLike, *, model: str | None = None, top: int = 1,
+                    threads: int | None = None) -> dict[str, Any]:
+    """Label and top-``top`` probabilities of the clip in a ``.sci`` file, from its decoded features."""
+    from spikecodec.bitstream import LatentHasher, SciReader
+    from spikecodec.codec import _decoded_features, _load_cloud_side, _threads, neighbourhoods
+    from spikecodec.models.classifier import clip_log_probabilities
+
+    _threads(threads)
+    started = time.perf_counter()
+    with SciReader(path) as reader:
+        header = reader.header
+        classifier_id, classifier = _classifier_for(header, model)
+        codec, _ = _load_cloud_side(header, None)
+        hasher = LatentHasher()
+        logits = []
+        count = reader.end.frame_count
+        for previous, current, following in neighbourhoods(
+                _decoded_features(codec, header, reader.frames(), hasher), count):
+            motion = current[2] if previous is not current else None
+            logits.append(classifier.analyze(previous[1], current[1], following[1], motion)[0])
+        reader.verify_content_hash(hasher.digest())
+    return _result(clip_log_probabilities(torch.stack(logits)), top, len(logits),
+                   model_id=header.model_id, classifier=classifier_id, seconds=time.perf_counter() - started)
+
+
+@torch.no_grad()
+def classify_spikes(spikes: np.ndarray, classifier: Any, *, stride: int = DEFAULT_STRIDE, top: int = 1) -> dict[str, Any]:
+    """Label of a raw clip (T, H, W) from uncompressed features (AFR estimates motion itself)."""
+    from spikecodec.models.classifier import clip_log_probabilities
+    from spikecodec.models.fem import extract_features
+    from spikecodec.models.sci import neighbour_moments
+    from spikecodec.moments import moments_for
+
+    fem = classifier.fem
+    moments = moments_for(spikes.shape[0], stride, fem.window_before, fem.window_after)
+    if moments.size == 0:
+        raise ClassificationError(f"a clip of {spikes.shape[0]} spike frames holds no FEM window")
+    features = extract_features(fem, spikes, moments)
+    index = {int(t): k for k, t in enumerate(moments)}
+    previous, following = neighbour_moments(moments, stride, spikes.shape[0], fem.window_before, fem.window_after)
+    logits = classifier.analyze(features[[index[int(t)] for t in previous]], features,
+                                features[[index[int(t)] for t in following]])
+    return _result(clip_log_probabilities(logits), top, int(moments.size))
+
+
+# ------------------------------------------------------------------------------------- training
+
+
+@dataclass
+class ClassifierTrainConfig:
+    """Everything a classifier training run depends on; saved in its checkpoints."""
+
+    data: str = "data/smnist_train.h5"
+    codec: str = DEFAULT_CODEC_MODEL
+    reference: bool = False  # train the TFP41 image classifier (1 bpp reference) instead
+    model: dict[str, Any] = field(default_factory=dict)  # ClassifierConfig afr / head overrides
+    steps: int = 1500
+    steps_per_epoch: int = 250
+    batch_size: int = 32
+    lr: float = 2e-3
+    lr_final: float = 2e-5
+    warmup_steps: int = 50
+    raw_share: float = 0.25
+    centres: tuple[int, ...] = (79, 99, 119)  # moments trained on (their neighbours at +-stride too)
+    stride: int = DEFAULT_STRIDE
+    seed: int = 0
+    threads: int | None = None
+    limit: int | None = None  # at most this many training clips (tests)
+
+    def __post_init__(self) -> None:
+        self.centres = tuple(int(c) for c in self.centres)
+        for name in ("steps", "steps_per_epoch", "batch_size", "stride"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not 0 <= self.raw_share <= 1:
+            raise ValueError("raw_share must lie in [0, 1]")
+        if not self.centres:
+            raise ValueError("centres must name at least one moment")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["centres"] = list(self.centres)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ClassifierTrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown classifier training keys {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
+def _training_inputs(config: ClassifierTrainConfig, fem: Any) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Per clip: FEM features (fp16) at every moment the centres and their neighbours need, or TFP41
+    images at the centres (reference); and the labels. Clips are read in batches (bounded memory)."""
+    from data_tools.smnist import load_smnist
+    from spikecodec.baselines import tfp
+    from spikecodec.models.fem import extract_features
+
+    import h5py
+
+    with h5py.File(config.data, "r") as handle:
+        total = int(handle["labels"].shape[0])
+    total = min(total, config.limit) if config.limit else total
+    needed = sorted({c + d * config.stride for c in config.centres for d in (-1, 0, 1)})
+    stored, labels = [], []
+    for first in range(0, total, 200):
+        spikes, batch_labels, _ = load_smnist(config.data, np.arange(first, min(total, first + 200)))
+        labels.append(torch.from_numpy(batch_labels))
+        for clip in spikes:
+            if config.reference:
+                stored.append(torch.from_numpy(tfp(clip, list(config.centres))).half())
+            else:
+                stored.append(extract_features(fem, clip, needed).half())
+    return torch.stack(stored), torch.cat(labels), needed
+
+
+def _schedule(config: ClassifierTrainConfig, step: int) -> float:
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
+    floor = config.lr_final / config.lr
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_classifier(config: ClassifierTrainConfig) -> tuple[torch.nn.Module, Any, Any]:
+    """(trained module, frozen FEM, frozen codec or None for the reference)."""
+    from spikecodec.models.classifier import (
+        ClassificationHeadConfig, ClassifierConfig, ImageClassifier, SCIClassifier,
+    )
+    from spikecodec.models.registry import get_spec, load_model
+
+    spec = get_spec(config.codec)
+    if spec.kind != "codec":
+        raise ValueError(f"{config.codec!r} is not a codec")
+    fem = load_model(spec.base)
+    if config.reference:
+        head = ClassificationHeadConfig.from_dict({**config.model.get("head", {}), "in_channels": 1})
+        return ImageClassifier(head), fem, None
+    data = {"fem": fem.config.to_dict(), **config.model}
+    model = SCIClassifier(ClassifierConfig.from_dict(data))
+    model.fem.load_state_dict(fem.state_dict())
+    for parameter in model.fem.parameters():
+        parameter.requires_grad_(False)
+    return model, fem, load_model(config.codec)
+
+
+@torch.no_grad()
+def _decoded(codec: Any, features: torch.Tensor, quality: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Decoded features of (previous, current, next) coded as I, P, P, and the current refined motion."""
+    state, decoded, motion = None, [], None
+    for k in range(3):
+        out = codec(features[:, k], quality, state)
+        state = out["state"]
+        decoded.append(out["x_hat"])
+        if k == 1:
+            motion = out["motion_refined"]
+    return decoded, motion
+
+
+def train_classifier(config: ClassifierTrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
+                     progress: bool = True, until: int | None = None) -> dict[str, Any]:
+    """Train (or resume) a classifier; writes ``classifier.safetensors`` at the end (see module doc)."""
+    from tqdm import tqdm
+
+    from spikecodec.models.weights_io import load_state, load_weights, save_weights
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    model, fem, codec = build_classifier(config)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _schedule(config, step))
+    start = 0
+    log_path = out_dir / "train_log.jsonl"
+    if resume and (out_dir / "checkpoint.json").exists():
+        state = json.loads((out_dir / "checkpoint.json").read_text())
+        if state["config"] != config.to_dict():
+            raise ValueError(f"cannot resume {out_dir}: the training config differs")
+        tensors, _ = load_weights(out_dir / "checkpoint.safetensors")
+        load_state(model, tensors, f"checkpoint {out_dir}")
+        saved = torch.load(out_dir / "optimizer.pt", weights_only=True)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        start = int(state["step"])
+    elif log_path.exists():
+        log_path.unlink()
+    inputs, labels, needed = _training_inputs(config, fem)
+    position = {t: k for k, t in enumerate(needed)}
+    qualities = codec.config.qualities if codec is not None else 0
+    stop = config.steps if until is None else min(until, config.steps)
+    bar = tqdm(total=config.steps, initial=start, desc="classifier", unit="step", disable=not progress)
+    model.train()
+    if codec is not None:
+        model.fem.eval()
+        codec.eval()
+    began = time.monotonic()
+    with open(log_path, "a") as log:
+        for step in range(start, stop):
+            rng = np.random.default_rng([config.seed, step, 0xC1A5])
+            torch.manual_seed(int(rng.integers(2**62)))
+            chosen = rng.choice(labels.numel(), size=min(config.batch_size, labels.numel()), replace=False)
+            centre = int(rng.integers(len(config.centres)))
+            target = labels[chosen]
+            if codec is None:
+                logits = model(inputs[chosen, centre][:, None].float())
+                quality = "tfp41"
+            else:
+                t = config.centres[centre]
+                picks = [position[t - config.stride], position[t], position[t + config.stride]]
+                features = inputs[chosen][:, picks].float()
+                if rng.random() < config.raw_share:
+                    quality, decoded, motion = "raw", [features[:, k] for k in range(3)], None
+                else:
+                    quality = int(rng.integers(qualities))
+                    decoded, motion = _decoded(codec, features, quality)
+                logits = model.analyze(decoded[0], decoded[1], decoded[2], motion)
+            loss = F.cross_entropy(logits, target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            accuracy = float((logits.argmax(1) == target).float().mean())
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy:.2f}")
+            done = step + 1
+            log.write(json.dumps({"step": done, "loss": loss.item(), "batch_accuracy": accuracy, "quality": quality,
+                                  "lr": scheduler.get_last_lr()[0], "elapsed_s": time.monotonic() - began}) + "\n")
+            if done % config.steps_per_epoch == 0 or done == stop:
+                log.flush()
+                save_weights(model.state_dict(), out_dir / "checkpoint.safetensors", "classifier-checkpoint",
+                             config.to_dict())
+                torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                           out_dir / "optimizer.pt")
+                (out_dir / "checkpoint.json").write_text(json.dumps({"step": done, "config": config.to_dict()}))
+    bar.close()
+    exported = {}
+    if stop >= config.steps:
+        model.eval()
+        if codec is None:
+            exported["reference.safetensors"] = save_weights(
+                model.state_dict(), out_dir / "reference.safetensors", "image-classifier", model.config.to_dict())
+        else:
+            tensors = {f"afr.{k}": v for k, v in model.afr.state_dict().items()}
+            tensors.update({f"head.{k}": v for k, v in model.head.state_dict().items()})
+            exported["classifier.safetensors"] = save_weights(
+                tensors, out_dir / "classifier.safetensors", "classifier", model.config.to_dict(),
+                extra={"codec": config.codec})
+    return {"step": stop, "exported": exported, "model": model}
+
+
+# ----------------------------------------------------------------------------------- evaluation
+
+
+def per_class_report(truth: np.ndarray, predicted: np.ndarray, classes: int) -> list[dict[str, float]]:
+    """Precision, recall, F1 and support of every class."""
+    rows = []
+    for c in range(classes):
+        tp = int(((predicted == c) & (truth == c)).sum())
+        fp = int(((predicted == c) & (truth != c)).sum())
+        fn = int(((predicted != c) & (truth == c)).sum())
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append({"class": c, "precision": precision, "recall": recall, "f1": f1, "support": tp + fn})
+    return rows
+
+
+@torch.no_grad()
+def evaluate_classifier(classifier_id: str, data: str | os.PathLike, *, limit: int | None = None,
+                        qualities: list[int] | None = None, gop: int = DEFAULT_GOP, reference: str | None = None,
+                        progress: bool = True) -> dict[str, Any]:
+    """Accuracy on S-MNIST test: uncompressed features, every quality through real streams, and the
+    TFP41 reference head (weights file ``reference``) if given."""
+    from tqdm import tqdm
+
+    from data_tools.smnist import load_smnist
+    from spikecodec.baselines import tfp
+    from spikecodec.codec import encode_reader
+    from spikecodec.io import ArrayReader
+    from spikecodec.models.classifier import ClassificationHeadConfig, ImageClassifier, clip_log_probabilities
+    from spikecodec.models.registry import get_spec, load_model
+    from spikecodec.models.weights_io import config_of, load_state, load_weights
+
+    import h5py
+
+    spec = get_spec(classifier_id)
+    classifier = load_model(classifier_id)
+    codec_id = spec.base
+    qualities = list(range(get_spec(codec_id).config["qualities"])) if qualities is None else qualities
+    image_model = None
+    if reference:
+        tensors, metadata = load_weights(reference)
+        image_model = ImageClassifier(ClassificationHeadConfig.from_dict(config_of(metadata, reference)))
+        load_state(image_model, tensors, str(reference))
+        image_model.eval()
+    with h5py.File(data, "r") as handle:
+        total = int(handle["labels"].shape[0])
+    total = min(total, limit) if limit else total
+    truth: list[int] = []
+    predicted: dict[str, list[int]] = {"raw": [], **{f"quality={q}": [] for q in qualities}}
+    if image_model is not None:
+        predicted["tfp41"] = []
+    bits: dict[str, list[float]] = {f"quality={q}": [] for q in qualities}
+    bar = tqdm(total=total, desc="classify", unit="clip", disable=not progress)
+    with tempfile.TemporaryDirectory(prefix="spikecodec-cls-") as folder:
+        for first in range(0, total, 100):
+            spikes, labels, _ = load_smnist(data, np.arange(first, min(total, first + 100)))
+            for clip, label in zip(spikes, labels):
+                truth.append(int(label))
+                predicted["raw"].append(classify_spikes(clip, classifier)["label"])
+                for q in qualities:
+                    path = Path(folder) / "c.sci"
+                    encoded = encode_reader(ArrayReader(clip), path, quality=q, gop=gop, model=codec_id, force=True)
+                    predicted[f"quality={q}"].append(classify_stream(path, model=classifier_id)["label"])
+                    bits[f"quality={q}"].append(8.0 * encoded.bytes / clip.size)
+                if image_model is not None:
+                    from spikecodec.moments import moments_for
+
+                    moments = moments_for(clip.shape[0], DEFAULT_STRIDE, 20, 20)
+                    images = torch.from_numpy(tfp(clip, moments))[:, None]
+                    predicted["tfp41"].append(int(clip_log_probabilities(image_model(images)).argmax()))
+                bar.update(1)
+    bar.close()
+    truth_array = np.asarray(truth)
+    report = {"classifier": classifier_id, "codec": codec_id, "clips": total, "rows": {}}
+    for name, values in predicted.items():
+        values_array = np.asarray(values)
+        report["rows"][name] = {
+            "accuracy": float((values_array == truth_array).mean()),
+            "bpp": float(np.mean(bits[name])) if name in bits else (1.0 if name in ("raw", "tfp41") else None),
+            "per_class": per_class_report(truth_array, values_array, classifier.classes),
+        }
+    return report
+
+
+__all__ = [
+    "ClassificationError", "ClassifierTrainConfig", "DEFAULT_CLASSIFIER", "build_classifier", "classify_spikes",
+    "classify_stream", "evaluate_classifier", "per_class_report", "train_classifier",
+]

@@ -1,0 +1,156 @@
+"""Classification from SCI features (cloud side, paper section V-D).
+
+:class:`SCIClassifier` aligns the decoded features of the previous and next moments to the
+current one with its own AFR (reading the FMVR-refined decoded motion, like reconstruction), and a
+:class:`ClassificationHead` turns the fused features into class logits. A clip's label aggregates
+its moments: the mean of their log-probabilities. The same bitstream serves reconstruction and
+classification; only the cloud-side heads differ.
+
+:class:`ImageClassifier` is the reference: the same head on one intensity image (TFP frames made
+from the raw spikes, 1 bpp).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spikecodec.models.afr import AFR, AFRConfig
+from spikecodec.models.fem import FEM, FEMConfig
+
+
+def _from_dict(cls: type, data: dict[str, Any], what: str) -> Any:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} config keys {unknown}; known: {sorted(known)}")
+    return cls(**data)
+
+
+@dataclass(frozen=True)
+class ClassificationHeadConfig:
+    """``layers`` stride-2 3x3 convolutions of ``width`` channels, global average pooling, a linear layer."""
+
+    in_channels: int = 32
+    width: int = 48
+    layers: int = 3
+    classes: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("in_channels", "width", "layers", "classes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise ValueError(f"classification head {name} must be a positive integer, got {value!r}")
+        if self.classes < 2:
+            raise ValueError("a classifier needs at least 2 classes")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ClassificationHeadConfig":
+        return _from_dict(cls, data, "classification head")
+
+
+class ClassificationHead(nn.Module):
+    """(B, in_channels, H, W) -> (B, classes) logits."""
+
+    def __init__(self, config: ClassificationHeadConfig):
+        super().__init__()
+        self.config = config
+        layers: list[nn.Module] = []
+        channels = config.in_channels
+        for _ in range(config.layers):
+            layers += [nn.Conv2d(channels, config.width, 3, stride=2, padding=1), nn.BatchNorm2d(config.width),
+                       nn.ReLU()]
+            channels = config.width
+        self.body = nn.Sequential(*layers)
+        self.out = nn.Linear(channels, config.classes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if features.dim() != 4 or features.shape[1] != self.config.in_channels:
+            raise ValueError(f"classification head expects (B, {self.config.in_channels}, H, W), "
+                             f"got {tuple(features.shape)}")
+        return self.out(self.body(features).mean(dim=(2, 3)))
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """AFR + classification head on the features of ``fem`` (whose weights come from the registry)."""
+
+    fem: FEMConfig = field(default_factory=FEMConfig)
+    afr: AFRConfig = field(default_factory=AFRConfig)
+    head: ClassificationHeadConfig = field(default_factory=ClassificationHeadConfig)
+
+    def __post_init__(self) -> None:
+        if self.afr.channels != self.fem.channels:
+            raise ValueError(f"AFR channels {self.afr.channels} differ from the FEM's {self.fem.channels}")
+        if self.head.in_channels != self.afr.fuse_channels:
+            raise ValueError(f"head in_channels {self.head.in_channels} differ from AFR's fused "
+                             f"{self.afr.fuse_channels}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"fem": self.fem.to_dict(), "afr": self.afr.to_dict(), "head": self.head.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ClassifierConfig":
+        unknown = sorted(set(data) - {"fem", "afr", "head"})
+        if unknown:
+            raise ValueError(f"unknown classifier config keys {unknown}")
+        # channel counts not given follow the FEM's and the AFR's
+        fem = FEMConfig.from_dict(data["fem"]) if "fem" in data else FEMConfig()
+        afr = AFRConfig.from_dict({"channels": fem.channels, **data.get("afr", {})})
+        head = ClassificationHeadConfig.from_dict({"in_channels": afr.fuse_channels, **data.get("head", {})})
+        return cls(fem=fem, afr=afr, head=head)
+
+
+class SCIClassifier(nn.Module):
+    """FEM (for uncompressed features) + AFR + classification head."""
+
+    def __init__(self, config: ClassifierConfig | None = None):
+        super().__init__()
+        self.config = config = config or ClassifierConfig()
+        self.fem = FEM(config.fem)
+        self.afr = AFR(config.afr)
+        self.head = ClassificationHead(config.head)
+
+    @property
+    def classes(self) -> int:
+        return self.config.head.classes
+
+    def analyze(self, f_prev: torch.Tensor, f_cur: torch.Tensor, f_next: torch.Tensor,
+                motion_prev: torch.Tensor | None = None) -> torch.Tensor:
+        """Features of t - stride, t, t + stride (decoded or not) -> (B, classes) logits."""
+        return self.head(self.afr(f_prev, f_cur, f_next, motion_prev, None)["fused"])
+
+
+class ImageClassifier(nn.Module):
+    """The reference: the classification head on one intensity image (B, 1, H, W)."""
+
+    def __init__(self, config: ClassificationHeadConfig | None = None):
+        super().__init__()
+        self.config = config or ClassificationHeadConfig(in_channels=1)
+        if self.config.in_channels != 1:
+            raise ValueError("ImageClassifier takes one intensity channel")
+        self.head = ClassificationHead(self.config)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(images)
+
+
+def clip_log_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """A clip's class log-probabilities from its moments' logits (M, classes): the mean of the
+    moments' log-softmax, renormalised."""
+    mean = F.log_softmax(logits, dim=-1).mean(dim=0)
+    return mean - torch.logsumexp(mean, dim=-1)
+
+
+__all__ = [
+    "ClassificationHead", "ClassificationHeadConfig", "ClassifierConfig", "ImageClassifier", "SCIClassifier",
+    "clip_log_probabilities",
+]

