@@ -129,7 +129,8 @@ class ClassifierTrainConfig:
     """Everything a classifier training run depends on; saved in its checkpoints."""
 
     data: str = "data/smnist_train.h5"
-    codec: str = DEFAULT_CODEC_MODEL
+    codec: str = DEFAULT_CODEC_MODEL  # or a FEM id with raw_share 1 (uncompressed features only)
+    init: str | None = None  # classifier.safetensors to start from (e.g. a run on uncompressed features)
     reference: bool = False  # train the TFP41 image classifier (1 bpp reference) instead
     model: dict[str, Any] = field(default_factory=dict)  # ClassifierConfig afr / head overrides
     steps: int = 1500
@@ -211,18 +212,25 @@ def build_classifier(config: ClassifierTrainConfig) -> tuple[torch.nn.Module, An
     from spikecodec.models.registry import get_spec, load_model
 
     spec = get_spec(config.codec)
-    if spec.kind != "codec":
-        raise ValueError(f"{config.codec!r} is not a codec")
-    fem = load_model(spec.base)
+    uncompressed_only = config.raw_share == 1.0 and spec.kind == "fem"
+    if spec.kind != "codec" and not uncompressed_only:
+        raise ValueError(f"{config.codec!r} is not a codec (a FEM id is accepted with raw_share 1 only)")
+    fem = load_model(config.codec if uncompressed_only else spec.base)
     if config.reference:
         head = ClassificationHeadConfig.from_dict({**config.model.get("head", {}), "in_channels": 1})
         return ImageClassifier(head), fem, None
     data = {"fem": fem.config.to_dict(), **config.model}
     model = SCIClassifier(ClassifierConfig.from_dict(data))
     model.fem.load_state_dict(fem.state_dict())
+    if config.init:
+        from spikecodec.models.weights_io import load_state, load_weights, subset
+
+        tensors, _ = load_weights(config.init)
+        load_state(model.afr, subset(tensors, "afr."), f"{config.init} (AFR)")
+        load_state(model.head, subset(tensors, "head."), f"{config.init} (head)")
     for parameter in model.fem.parameters():
         parameter.requires_grad_(False)
-    return model, fem, load_model(config.codec)
+    return model, fem, None if uncompressed_only else load_model(config.codec)
 
 
 @torch.no_grad()
@@ -271,11 +279,14 @@ def train_classifier(config: ClassifierTrainConfig, out_dir: str | os.PathLike, 
     inputs, labels, needed = _training_inputs(config, fem)
     position = {t: k for k, t in enumerate(needed)}
     qualities = codec.config.qualities if codec is not None else 0
+    if codec is None and not config.reference and config.raw_share < 1:
+        raise ValueError("decoded features need a codec")
     stop = config.steps if until is None else min(until, config.steps)
     bar = tqdm(total=config.steps, initial=start, desc="classifier", unit="step", disable=not progress)
     model.train()
-    if codec is not None:
+    if not config.reference:
         model.fem.eval()
+    if codec is not None:
         codec.eval()
     began = time.monotonic()
     with open(log_path, "a") as log:
@@ -285,7 +296,7 @@ def train_classifier(config: ClassifierTrainConfig, out_dir: str | os.PathLike, 
             chosen = rng.choice(labels.numel(), size=min(config.batch_size, labels.numel()), replace=False)
             centre = int(rng.integers(len(config.centres)))
             target = labels[chosen]
-            if codec is None:
+            if config.reference:
                 logits = model(inputs[chosen, centre][:, None].float())
                 quality = "tfp41"
             else:
@@ -320,7 +331,7 @@ def train_classifier(config: ClassifierTrainConfig, out_dir: str | os.PathLike, 
     exported = {}
     if stop >= config.steps:
         model.eval()
-        if codec is None:
+        if config.reference:
             exported["reference.safetensors"] = save_weights(
                 model.state_dict(), out_dir / "reference.safetensors", "image-classifier", model.config.to_dict())
         else:

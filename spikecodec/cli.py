@@ -367,17 +367,21 @@ def classify_command(sci_path, top, model_id, as_json, threads):
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--codec", default=DEFAULT_CODEC_MODEL, show_default=True, help="Frozen FEM + codec.")
 @click.option("--reference", is_flag=True, help="Train the reference head on TFP41 images (1 bpp) instead.")
+@click.option("--raw-share", type=click.FloatRange(0, 1), default=0.25, show_default=True,
+              help="Share of batches on uncompressed features (1: no codec needed; --codec may then be a FEM id).")
+@click.option("--init", "init", default=None, type=click.Path(dir_okay=False),
+              help="classifier.safetensors to start from (e.g. a run on uncompressed features).")
 @click.option("--steps", type=click.IntRange(min=1), default=1500, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
-def train_classifier_command(data, out_dir, codec, reference, steps, batch_size, threads, resume):
+def train_classifier_command(data, out_dir, codec, reference, raw_share, init, steps, batch_size, threads, resume):
     """Train the S-MNIST classification head on frozen FEM + codec features (stage b/c for the task)."""
     from spikecodec.classification import ClassifierTrainConfig, train_classifier
 
     try:
-        config = ClassifierTrainConfig(data=data, codec=codec, reference=reference, steps=steps,
-                                       batch_size=batch_size, threads=threads)
+        config = ClassifierTrainConfig(data=data, codec=codec, reference=reference, raw_share=raw_share, init=init,
+                                       steps=steps, batch_size=batch_size, threads=threads)
         result = train_classifier(config, out_dir, resume=resume)
     except _codec_errors() as error:
         raise click.ClickException(str(error)) from None
