@@ -11,3 +11,12 @@ python benchmarks/bench_baselines.py --write-docs
 python benchmarks/bench_fem.py --afr --write-docs
 python benchmarks/bench_reconstruction.py --write-docs
 python benchmarks/bench_ablations.py --write-docs
+# the codec: one eval run gives the RD table and BD-rates; the others measure bits, speed, memory
+spikecodec eval data/smotion_test.h5 -o runs/eval --jobs 2 --force --no-progress || test $? -eq 3
+python benchmarks/bench_codec.py rd --results runs/eval/results.json --write-docs
+spikecodec bdrate runs/eval --anchor ours-raw+x265 > runs/eval/bdrate.md
+cp runs/eval/rd.png docs/rd_smotion.png
+python benchmarks/bench_codec.py bits --write-docs
+python benchmarks/bench_codec.py speed --write-docs
+python benchmarks/bench_codec.py memory --write-docs
+python benchmarks/bench_classify.py --write-docs

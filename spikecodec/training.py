@@ -540,6 +540,23 @@ class CodecStage(nn.Module):
         return loss, terms, image
 
 
+@torch.no_grad()
+def _set_feature_statistics(config: TrainConfig, model: "CodecStage", need: tuple[int, int],
+                            make: Callable[..., Clip], photos: list[np.ndarray] | None, batches: int = 4) -> None:
+    """Per-channel mean and standard deviation of F on the first training batches (seeded, so a
+    resumed run computes the same), fixed into the codec config before training."""
+    _, before, _ = clip_geometry(config, need)
+    features = []
+    for step, batch in training_batches(config, 0, 0, photos, make, need):
+        if step >= batches:
+            break
+        features.append(_features_at(model.fem, batch["spikes"], before, (0,))[0])
+    stacked = torch.cat(features)
+    mean = stacked.mean(dim=(0, 2, 3))
+    scale = stacked.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    model.codec.set_feature_statistics([round(float(v), 6) for v in mean], [round(float(v), 6) for v in scale])
+
+
 def _load_reconstructor(model_id: str, device: torch.device) -> SCIReconstructor:
     from spikecodec.models.registry import load_model
 
@@ -875,6 +892,8 @@ def _train(config: TrainConfig, out_dir: Path, resume: bool, until: int | None, 
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = build_training_model(config, device)
     need = model_reach(config, model)
+    if config.stage == "c1" and not model.codec.config.feature_mean:
+        _set_feature_statistics(config, model, need, make, (photos or {}).get("train"))
     _, before, _ = clip_geometry(config, need)
     task = StageTask(config, model, before)
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -396,3 +396,25 @@ def test_codec_cost_counts_both_sides(codec):
     assert cost["gop_average"]["encoder"] == pytest.approx((macs["encoder_I"] + 3 * macs["encoder_P"]) / 4)
     with pytest.raises(ValueError):
         codec_cost(codec, 0, 48)
+
+
+def test_feature_normalisation_is_part_of_the_config_and_round_trips():
+    import dataclasses
+
+    from spikecodec.models.codec import TINY_CODEC_CONFIG, FeatureCodec, FeatureCodecConfig
+
+    torch.manual_seed(0)
+    plain = FeatureCodec(TINY_CODEC_CONFIG).eval()
+    scaled = FeatureCodec(TINY_CODEC_CONFIG).eval()
+    scaled.load_state_dict(plain.state_dict())
+    scaled.set_feature_statistics([1.0, -2.0, 0.5, 3.0], [2.0, 0.5, 1.0, 4.0])
+    assert FeatureCodecConfig.from_dict(scaled.config.to_dict()) == scaled.config
+    x = torch.randn(1, 4, 16, 16)
+    mean = torch.tensor([1.0, -2.0, 0.5, 3.0]).view(1, -1, 1, 1)
+    scale = torch.tensor([2.0, 0.5, 1.0, 4.0]).view(1, -1, 1, 1)
+    with torch.no_grad():
+        a = plain(x, 1)["x_hat"]
+        b = scaled(x * scale + mean, 1)["x_hat"]
+    torch.testing.assert_close(b, a * scale + mean)
+    with pytest.raises(ValueError, match="one value per feature channel"):
+        dataclasses.replace(TINY_CODEC_CONFIG, feature_mean=(0.0,), feature_scale=(1.0,))

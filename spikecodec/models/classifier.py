@@ -38,7 +38,7 @@ class ClassificationHeadConfig:
 
     in_channels: int = 32
     width: int = 48
-    layers: int = 3
+    layers: int = 5  # 64x64 -> 2x2: the last layers see the whole digit before pooling
     classes: int = 10
 
     def __post_init__(self) -> None:
