@@ -131,6 +131,9 @@ class ClassifierTrainConfig:
     data: str = "data/smnist_train.h5"
     codec: str = DEFAULT_CODEC_MODEL  # or a FEM id with raw_share 1 (uncompressed features only)
     init: str | None = None  # classifier.safetensors to start from (e.g. a run on uncompressed features)
+    # reconstructor whose AFR (trained on the same FEM's features) initialises the classifier's AFR;
+    # None: random. Its first layers already handle the features' scale.
+    afr_from: str | None = "sci-small-v1-recon"
     reference: bool = False  # train the TFP41 image classifier (1 bpp reference) instead
     model: dict[str, Any] = field(default_factory=dict)  # ClassifierConfig afr / head overrides
     steps: int = 1500
@@ -222,6 +225,11 @@ def build_classifier(config: ClassifierTrainConfig) -> tuple[torch.nn.Module, An
     data = {"fem": fem.config.to_dict(), **config.model}
     model = SCIClassifier(ClassifierConfig.from_dict(data))
     model.fem.load_state_dict(fem.state_dict())
+    if config.afr_from and not config.init:
+        source = load_model(config.afr_from)
+        if source.fem.config != fem.config or source.afr.config != model.afr.config:
+            raise ValueError(f"{config.afr_from!r} has another FEM or AFR config than the classifier")
+        model.afr.load_state_dict(source.afr.state_dict())
     if config.init:
         from spikecodec.models.weights_io import load_state, load_weights, subset
 

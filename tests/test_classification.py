@@ -16,7 +16,7 @@ from spikecodec.cli import main
 from spikecodec.codec import encode_reader
 from spikecodec.io import ArrayReader
 from spikecodec.models.classifier import clip_log_probabilities
-from spikecodec.models.registry import load_model
+from spikecodec.models.registry import TINY_SCI, load_model
 
 CODEC = "sci-tiny-test-codec"
 
@@ -86,8 +86,8 @@ def test_train_classifier_tiny_runs_and_resumes(tmp_path):
     data = tmp_path / "smnist.h5"
     write_smnist(data, "train", num_clips=20)
     config = ClassifierTrainConfig(data=str(data), codec=CODEC, steps=4, steps_per_epoch=2, batch_size=4,
-                                   warmup_steps=1, raw_share=0.5, threads=1,
-                                   model={"head": {"width": 8, "layers": 2}})
+                                   warmup_steps=1, raw_share=0.5, threads=1, afr_from="sci-tiny-test-recon",
+                                   model={"afr": TINY_SCI.afr.to_dict(), "head": {"width": 8, "layers": 2}})
     whole = train_classifier(config, tmp_path / "whole", progress=False)
     assert "classifier.safetensors" in whole["exported"]
     train_classifier(config, tmp_path / "parts", progress=False, until=2)
