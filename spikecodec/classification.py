@@ -128,7 +128,7 @@ def classify_spikes(spikes: np.ndarray, classifier: Any, *, stride: int = DEFAUL
 class ClassifierTrainConfig:
     """Everything a classifier training run depends on; saved in its checkpoints."""
 
-    data: str = "data/smnist_train.h5"
+    data: str = "data/smnist_train.h5"  # comma-separated: several renderings of the train split
     codec: str = DEFAULT_CODEC_MODEL  # or a FEM id with raw_share 1 (uncompressed features only)
     init: str | None = None  # classifier.safetensors to start from (e.g. a run on uncompressed features)
     # reconstructor whose AFR (trained on the same FEM's features) initialises the classifier's AFR;
@@ -183,19 +183,20 @@ def _training_inputs(config: ClassifierTrainConfig, fem: Any) -> tuple[torch.Ten
 
     import h5py
 
-    with h5py.File(config.data, "r") as handle:
-        total = int(handle["labels"].shape[0])
-    total = min(total, config.limit) if config.limit else total
     needed = sorted({c + d * config.stride for c in config.centres for d in (-1, 0, 1)})
     stored, labels = [], []
-    for first in range(0, total, 200):
-        spikes, batch_labels, _ = load_smnist(config.data, np.arange(first, min(total, first + 200)))
-        labels.append(torch.from_numpy(batch_labels))
-        for clip in spikes:
-            if config.reference:
-                stored.append(torch.from_numpy(tfp(clip, list(config.centres))).half())
-            else:
-                stored.append(extract_features(fem, clip, needed).half())
+    for path in config.data.split(","):
+        with h5py.File(path, "r") as handle:
+            total = int(handle["labels"].shape[0])
+        total = min(total, config.limit) if config.limit else total
+        for first in range(0, total, 200):
+            spikes, batch_labels, _ = load_smnist(path, np.arange(first, min(total, first + 200)))
+            labels.append(torch.from_numpy(batch_labels))
+            for clip in spikes:
+                if config.reference:
+                    stored.append(torch.from_numpy(tfp(clip, list(config.centres))).half())
+                else:
+                    stored.append(extract_features(fem, clip, needed).half())
     return torch.stack(stored), torch.cat(labels), needed
 
 

@@ -362,8 +362,9 @@ def classify_command(sci_path, top, model_id, as_json, threads):
 
 
 @main.command("train-classifier")
-@click.option("--data", default="data/smnist_train.h5", show_default=True, type=click.Path(dir_okay=False),
-              help="S-MNIST train split (spikecodec simulate smnist --split train -o ...).")
+@click.option("--data", default="data/smnist_train.h5", show_default=True,
+              help="S-MNIST train split (spikecodec simulate smnist --split train -o ...); several files "
+                   "(renderings with other --seed) separated by commas.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--codec", default=DEFAULT_CODEC_MODEL, show_default=True, help="Frozen FEM + codec.")
 @click.option("--reference", is_flag=True, help="Train the reference head on TFP41 images (1 bpp) instead.")
@@ -373,15 +374,18 @@ def classify_command(sci_path, top, model_id, as_json, threads):
               help="classifier.safetensors to start from (e.g. a run on uncompressed features).")
 @click.option("--steps", type=click.IntRange(min=1), default=1500, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True,
+              help="Peak learning rate (cosine decay).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
-def train_classifier_command(data, out_dir, codec, reference, raw_share, init, steps, batch_size, threads, resume):
+def train_classifier_command(data, out_dir, codec, reference, raw_share, init, steps, batch_size, lr, threads,
+                             resume):
     """Train the S-MNIST classification head on frozen FEM + codec features (stage b/c for the task)."""
     from spikecodec.classification import ClassifierTrainConfig, train_classifier
 
     try:
         config = ClassifierTrainConfig(data=data, codec=codec, reference=reference, raw_share=raw_share, init=init,
-                                       steps=steps, batch_size=batch_size, threads=threads)
+                                       steps=steps, batch_size=batch_size, lr=lr, threads=threads)
         result = train_classifier(config, out_dir, resume=resume)
     except _codec_errors() as error:
         raise click.ClickException(str(error)) from None
