@@ -354,8 +354,9 @@ def main() -> None:
     parser.add_argument("part", choices=["rd", "bits", "speed", "memory"])
     parser.add_argument("--results", type=Path, default=ROOT / "runs" / "eval" / "results.json")
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "smotion_test.h5")
-    parser.add_argument("--c1", type=Path, default=None, help="stage-c1 output (the codec before c2)")
-    parser.add_argument("--per-bin", type=int, default=2, help="bits: sequences per speed bin")
+    parser.add_argument("--c1", type=Path, default=ROOT / "spikecodec" / "models" / "weights" / "ablation-codec-c1.safetensors",
+                        help="the codec before stage c2 (stage-c1 output)")
+    parser.add_argument("--per-bin", type=int, default=1, help="bits: sequences per speed bin")
     parser.add_argument("--frames", type=int, default=2000, help="speed: spike frames of the test stream")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)

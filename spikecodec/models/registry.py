@@ -80,6 +80,15 @@ TINY_SCI = SCIConfig(
     head=HeadConfig(in_channels=8, width=8, layers=2),
 )
 SMALL_SCI = SCIConfig()
+# the shipped codec: default architecture, the lambdas of its training and the feature
+# normalisation stage c1 measured (docs/TRAINING.md)
+CODEC_V1 = FeatureCodecConfig(
+    lambdas=(16.0, 64.0, 256.0, 1024.0),
+    feature_mean=(2.129606, 0.581905, 0.01073, -1.818017, 0.388453, -2.511557, 3.340976, 6.80863, -0.413573,
+                  -0.270523, 2.909738, -0.796188, 1.419391, -1.222606, 0.067436, -3.030525),
+    feature_scale=(1.467327, 0.315963, 0.235495, 0.919286, 0.116364, 1.431784, 2.180694, 4.290771, 0.165266,
+                   0.306979, 1.727708, 0.465776, 0.946297, 0.686748, 0.196908, 1.93198),
+)
 BASELINE_CNN = PlainCNNConfig()  # 41 frames, width 56, 6 layers: ~134k parameters, like SCI's ~138k
 
 _SPECS = [
@@ -101,6 +110,12 @@ _SPECS = [
               weights="sci-small-v1-recon.safetensors",
               sha256="2c2af9f5f5059a640354ffb71adc16dcc0a9562337ec1936a02a9b5be5ecd8b7",
               description="AFR + reconstruction head on sci-small-v1 features, trained in stage (b)"),
+    ModelSpec("sci-codec-v1", "codec", CODEC_V1.to_dict(), base="sci-small-v1", analysis="sci-codec-v1-recon",
+              weights="sci-codec-v1.safetensors", sha256="a1f2aaa764d934450bfcbad52039a7363fd023b101ee977faea1d87c6006451c",
+              description="feature codec with FMVR on sci-small-v1 features, qualities 0..3 (stages c1 + c2)"),
+    ModelSpec("sci-codec-v1-recon", "reconstructor", SMALL_SCI.to_dict(), base="sci-small-v1",
+              weights="sci-codec-v1-recon.safetensors", sha256="839671f36d3a91c1149535b48f9be7e28b067c85b77852139efd5f027487ffa6",
+              description="AFR + reconstruction head fine-tuned on decoded sci-codec-v1 features (stage c2)"),
     ModelSpec("cnn-baseline-v1", "plain-cnn", BASELINE_CNN.to_dict(), weights="cnn-baseline-v1.safetensors",
               sha256="36b6a05c3d12d4f45d4d032cd4eb5c7dc47d08f1718eae078ae0116439824f46",
               description="plain CNN on 41 raw spike frames (benchmark baseline)"),
