@@ -189,7 +189,7 @@ def bits(data: Path, c1: Path | None, per_bin: int) -> tuple[dict, str]:
     spec = get_spec(DEFAULT_CODEC_MODEL)
     variants = {"shipped": None}
     before_c2 = None
-    if c1 is not None:
+    if c1 is not None and c1.exists():
         from spikecodec.training import load_codec_weights
 
         path = c1 / "codec.safetensors" if c1.is_dir() else c1
