@@ -116,6 +116,11 @@ _SPECS = [
     ModelSpec("sci-codec-v1-recon", "reconstructor", SMALL_SCI.to_dict(), base="sci-small-v1",
               weights="sci-codec-v1-recon.safetensors", sha256="839671f36d3a91c1149535b48f9be7e28b067c85b77852139efd5f027487ffa6",
               description="AFR + reconstruction head fine-tuned on decoded sci-codec-v1 features (stage c2)"),
+    ModelSpec("sci-codec-v1-mnist", "classifier", ClassifierConfig(fem=SMALL_SCI.fem).to_dict(), base="sci-codec-v1",
+              weights="sci-codec-v1-mnist.safetensors",
+              sha256="ff45997aa93c830f6c364377bd788a479dd54392d79ca45a323cc9400f192f5a",
+              description="S-MNIST classifier (AFR + head) trained on uncompressed sci-small-v1 features only; "
+                          "reads sci-codec-v1 streams (accuracy by rate: docs/BENCHMARKS.md)"),
     ModelSpec("cnn-baseline-v1", "plain-cnn", BASELINE_CNN.to_dict(), weights="cnn-baseline-v1.safetensors",
               sha256="36b6a05c3d12d4f45d4d032cd4eb5c7dc47d08f1718eae078ae0116439824f46",
               description="plain CNN on 41 raw spike frames (benchmark baseline)"),
