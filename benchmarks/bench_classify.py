@@ -35,7 +35,8 @@ def ensure_test(path: Path) -> None:
 def markdown(report: dict) -> str:
     rows = report["rows"]
     raw = rows["raw"]["accuracy"]
-    lines = [f"Classifier `{report['classifier']}` on the streams of `{report['codec']}`, S-MNIST test "
+    lines = ["## Classification from the bitstream (S-MNIST test)", "",
+             f"Classifier `{report['classifier']}` on the streams of `{report['codec']}`, S-MNIST test "
              f"({report['clips']} clips, 64x64, 200 spike frames each). The label aggregates every coded moment "
              "of the clip; bpp is the whole `.sci` file over the clip's spike pixels.", "",
              "| input | bpp | accuracy | drop vs uncompressed (points) |", "| --- | --- | --- | --- |"]

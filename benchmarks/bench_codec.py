@@ -116,7 +116,8 @@ def rd(results: Path) -> tuple[dict, str]:
         "bpp_matching_tfp41": _first_match(curve, tfp_psnr), "inputs": len({r["input"] for r in ours}),
     }
 
-    lines = [f"Our codec ({DEFAULT_CODEC_MODEL}, stride {DEFAULT_STRIDE}, GOP {DEFAULT_GOP}) on the S-Motion test "
+    lines = ["## Feature codec: rate-distortion on the S-Motion test split", "",
+             f"Our codec ({DEFAULT_CODEC_MODEL}, stride {DEFAULT_STRIDE}, GOP {DEFAULT_GOP}) on the S-Motion test "
              f"split ({result['inputs']} sequences), from `spikecodec eval` "
              f"(`{results}`); bpp counts the whole `.sci` file over T x H x W spike pixels; "
              "PSNR/SSIM per frame at every evaluated moment against the ground truth, averaged.", "",
@@ -146,6 +147,8 @@ def rd(results: Path) -> tuple[dict, str]:
         rate_text = f"{v['bd_rate']:+.1f}%" if v["bd_rate"] is not None else v["bd_rate_note"]
         psnr_text = f"{v['bd_psnr']:+.2f} dB" if v["bd_psnr"] is not None else "-"
         lines.append(f"| {anchor} | {rate_text} | {psnr_text} | {v['inputs']} |")
+    lines += ["", "RD curves (mean over the sequences at each setting; `spikecodec bdrate runs/eval --anchor "
+              "ours-raw+x265` draws it):", "", "![RD curves on the S-Motion test split](rd_smotion.png)"]
     return result, "\n".join(lines)
 
 
@@ -225,7 +228,8 @@ def bits(data: Path, c1: Path | None, per_bin: int) -> tuple[dict, str]:
                         rows[label][quality].append(row)
             print(f"{item.name} done", flush=True)
     report = {"data": str(data), "sequences": [i.name for i in items], "rows": {k: dict(v) for k, v in rows.items()}}
-    lines = [f"On {len(items)} S-Motion test sequences ({per_bin} per speed bin: "
+    lines = ["## Feature codec: payload, container overhead, FMVR and stage-c2 ablations", "",
+             f"On {len(items)} S-Motion test sequences ({per_bin} per speed bin: "
              f"{', '.join(i.name.split(':')[-1] for i in items)}), every moment of each stream, {_machine()}.", "",
              "Payload (the entropy-coded strings) against the likelihood estimate of the same features, and the "
              "container (preamble, header, unit framing, CRCs, seek index, end unit) as a share of the file:", "",
@@ -310,6 +314,7 @@ def speed(frames: int, repeats: int, threads: int) -> tuple[dict, str]:
     }
     g = 1e9
     text = "\n".join([
+        "## Codec speed at 250x400", "",
         f"`spikecodec encode` / decode at 250x400, default settings (quality {result.header.quality}, stride "
         f"{DEFAULT_STRIDE}, GOP {DEFAULT_GOP}), a generated {frames}-frame `.dat` ({result.frames} moments), "
         f"file I/O and model loading included, median of {repeats}, {threads} torch threads, {_machine()}.", "",
@@ -343,7 +348,8 @@ def memory(gib: float) -> tuple[dict, str]:
         moments, coded, seconds, peak_kib = run.stdout.split()
     report = {"dat_bytes": size, "frames": frames, "moments": int(moments), "sci_bytes": int(coded),
               "seconds": float(seconds), "peak_rss_bytes": int(peak_kib) * 1024}
-    text = (f"`encode_file` on a generated {size / 2**30:.2f} GiB `.dat` ({frames} spike frames at 250x400, "
+    text = ("## Codec memory on a 2 GiB stream\n\n"
+            f"`encode_file` on a generated {size / 2**30:.2f} GiB `.dat` ({frames} spike frames at 250x400, "
             f"{moments} moments) in a child process: peak resident memory **{report['peak_rss_bytes'] / 2**20:.0f} MiB** "
             f"(target: under 2 GiB), {float(seconds) / 60:.1f} min, {report['sci_bytes']} bytes out.")
     return report, text
@@ -366,7 +372,7 @@ def main() -> None:
     if args.part == "rd":
         report, text = rd(args.results)
     elif args.part == "bits":
-        ensure_test_split(args.data)
+        ensure_test_split(args.data, seed=0)  # the seed of the committed S-Motion test split
         report, text = bits(args.data, args.c1, args.per_bin)
     elif args.part == "speed":
         report, text = speed(args.frames, args.repeats, args.threads)
