@@ -147,6 +147,11 @@ def rd(results: Path) -> tuple[dict, str]:
         rate_text = f"{v['bd_rate']:+.1f}%" if v["bd_rate"] is not None else v["bd_rate_note"]
         psnr_text = f"{v['bd_psnr']:+.2f} dB" if v["bd_psnr"] is not None else "-"
         lines.append(f"| {anchor} | {rate_text} | {psnr_text} | {v['inputs']} |")
+    if "ours-raw+x265" in by_method:
+        table_text = bdrate_report(results.parent if results.is_file() else results, "ours-raw+x265").markdown()
+        lines += ["", "Every method against `ours-raw+x265` (`spikecodec bdrate runs/eval --anchor ours-raw+x265`; "
+                  "per sequence: `docs/eval_smotion/bdrate_ours-raw+x265.md`, rows: `docs/eval_smotion/results.csv`):", ""]
+        lines += table_text.split("\n\nNot compared")[0].split("\n")[2:]
     lines += ["", "RD curves (mean over the sequences at each setting; `spikecodec bdrate runs/eval --anchor "
               "ours-raw+x265` draws it):", "", "![RD curves on the S-Motion test split](rd_smotion.png)"]
     return result, "\n".join(lines)

@@ -14,9 +14,12 @@ python benchmarks/bench_ablations.py --write-docs
 # the codec: one eval run gives the RD table and BD-rates; the others measure bits, speed, memory
 spikecodec eval data/smotion_test.h5 -o runs/eval --jobs 2 --force --no-progress || test $? -eq 3
 python benchmarks/bench_codec.py rd --results runs/eval/results.json --write-docs
-spikecodec bdrate runs/eval --anchor ours-raw+x265 > runs/eval/bdrate.md
+spikecodec bdrate runs/eval --anchor ours-raw+x265 > runs/eval/bdrate_ours-raw+x265.md
 cp runs/eval/rd.png docs/rd_smotion.png
+mkdir -p docs/eval_smotion && cp runs/eval/results.csv runs/eval/bdrate_ours-raw+x265.md docs/eval_smotion/
 python benchmarks/bench_codec.py bits --write-docs
 python benchmarks/bench_codec.py speed --write-docs
 python benchmarks/bench_codec.py memory --write-docs
-python benchmarks/bench_classify.py --write-docs
+spikecodec train-classifier --reference --codec sci-small-v1 --raw-share 1 --steps 3000 \
+    --data data/smnist_train.h5,data/smnist_train_seed1.h5 --out runs/cls_ref2 --threads 1
+python benchmarks/bench_classify.py --reference runs/cls_ref2/reference.safetensors --write-docs
