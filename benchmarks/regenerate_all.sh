@@ -20,6 +20,8 @@ mkdir -p docs/eval_smotion && cp runs/eval/results.csv runs/eval/bdrate_ours-raw
 python benchmarks/bench_codec.py bits --write-docs
 python benchmarks/bench_codec.py speed --write-docs
 python benchmarks/bench_codec.py memory --write-docs
+test -f data/smnist_train.h5 || python -m data_tools smnist --split train -o data/smnist_train.h5
+test -f data/smnist_train_seed1.h5 || python -m data_tools smnist --split train --seed 1 -o data/smnist_train_seed1.h5
 spikecodec train-classifier --reference --codec sci-small-v1 --raw-share 1 --steps 3000 \
     --data data/smnist_train.h5,data/smnist_train_seed1.h5 --out runs/cls_ref2 --threads 1
 python benchmarks/bench_classify.py --reference runs/cls_ref2/reference.safetensors --write-docs
