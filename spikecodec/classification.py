@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import tempfile
 import time
@@ -167,11 +166,9 @@ class ClassifierTrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ClassifierTrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown classifier training keys {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        from spikecodec.models.classifier import config_from_dict
+
+        return config_from_dict(cls, data, "classifier training")
 
 
 def _training_inputs(config: ClassifierTrainConfig, fem: Any) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -198,14 +195,6 @@ def _training_inputs(config: ClassifierTrainConfig, fem: Any) -> tuple[torch.Ten
                 else:
                     stored.append(extract_features(fem, clip, needed).half())
     return torch.stack(stored), torch.cat(labels), needed
-
-
-def _schedule(config: ClassifierTrainConfig, step: int) -> float:
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
-    progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
-    floor = config.lr_final / config.lr
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def build_classifier(config: ClassifierTrainConfig) -> tuple[torch.nn.Module, Any, Any]:
@@ -261,6 +250,7 @@ def train_classifier(config: ClassifierTrainConfig, out_dir: str | os.PathLike, 
     from tqdm import tqdm
 
     from spikecodec.models.weights_io import load_state, load_weights, save_weights
+    from spikecodec.training import lr_schedule
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -270,7 +260,7 @@ def train_classifier(config: ClassifierTrainConfig, out_dir: str | os.PathLike, 
     model, fem, codec = build_classifier(config)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _schedule(config, step))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(config))
     start = 0
     log_path = out_dir / "train_log.jsonl"
     if resume and (out_dir / "checkpoint.json").exists():

@@ -750,7 +750,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
-def _schedule(config: TrainConfig) -> Callable[[int], float]:
+def lr_schedule(config: Any) -> Callable[[int], float]:
     """Linear warm-up then cosine decay from lr to lr_final over ``steps`` (a factor of lr)."""
     floor = config.lr_final / config.lr
 
@@ -898,7 +898,7 @@ def _train(config: TrainConfig, out_dir: Path, resume: bool, until: int | None, 
     task = StageTask(config, model, before)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(config))
     log_path = out_dir / "train_log.jsonl"
 
     start = 0

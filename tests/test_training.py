@@ -141,11 +141,11 @@ def test_resume_refuses_another_config(tmp_path):
     with pytest.raises(ValueError, match="differs in"):
         run(tiny_config(lr=5e-3), tmp_path, resume=True)
     config = tiny_config()
-    from spikecodec.training import build_training_model, _schedule
+    from spikecodec.training import build_training_model, lr_schedule
 
     model = build_training_model(config, torch.device("cpu"))
     optimizer = torch.optim.Adam(model.parameters())
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(config))
     assert load_checkpoint(tmp_path, model, optimizer, scheduler, config)["step"] == 2
 
 

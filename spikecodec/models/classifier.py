@@ -24,7 +24,8 @@ from spikecodec.models.afr import AFR, AFRConfig
 from spikecodec.models.fem import FEM, FEMConfig
 
 
-def _from_dict(cls: type, data: dict[str, Any], what: str) -> Any:
+def config_from_dict(cls: type, data: dict[str, Any], what: str) -> Any:
+    """``cls(**data)``, refusing keys the dataclass does not have."""
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -54,7 +55,7 @@ class ClassificationHeadConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ClassificationHeadConfig":
-        return _from_dict(cls, data, "classification head")
+        return config_from_dict(cls, data, "classification head")
 
 
 class ClassificationHead(nn.Module):
