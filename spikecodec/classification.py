@@ -79,7 +79,7 @@ def classify_stream(path: str | os.PathLike, *, model: str | None = None, top: i
                     threads: int | None = None) -> dict[str, Any]:
     """Label and top-``top`` probabilities of the clip in a ``.sci`` file, from its decoded features."""
     from spikecodec.bitstream import LatentHasher, SciReader
-    from spikecodec.codec import _decoded_features, _load_cloud_side, _threads, neighbourhoods
+    from spikecodec.codec import _decoded_features, _threads, load_stream_codec, neighbourhoods
     from spikecodec.models.classifier import clip_log_probabilities
 
     _threads(threads)
@@ -87,7 +87,7 @@ def classify_stream(path: str | os.PathLike, *, model: str | None = None, top: i
     with SciReader(path) as reader:
         header = reader.header
         classifier_id, classifier = _classifier_for(header, model)
-        codec, _ = _load_cloud_side(header, None)
+        codec = load_stream_codec(header)
         hasher = LatentHasher()
         logits = []
         count = reader.end.frame_count
@@ -369,7 +369,7 @@ def evaluate_classifier(classifier_id: str, data: str | os.PathLike, *, limit: i
 
     from data_tools.smnist import load_smnist
     from spikecodec.baselines import tfp
-    from spikecodec.codec import encode_reader
+    from spikecodec.codec import encode_reader, load_end_side
     from spikecodec.io import ArrayReader
     from spikecodec.models.classifier import ClassificationHeadConfig, ImageClassifier, clip_log_probabilities
     from spikecodec.models.registry import get_spec, load_model
@@ -395,6 +395,7 @@ def evaluate_classifier(classifier_id: str, data: str | os.PathLike, *, limit: i
     if image_model is not None:
         predicted["tfp41"] = []
     bits: dict[str, list[float]] = {f"quality={q}": [] for q in qualities}
+    end_side = load_end_side(codec_id)  # once for every clip and quality
     bar = tqdm(total=total, desc="classify", unit="clip", disable=not progress)
     with tempfile.TemporaryDirectory(prefix="spikecodec-cls-") as folder:
         for first in range(0, total, 100):
@@ -404,7 +405,7 @@ def evaluate_classifier(classifier_id: str, data: str | os.PathLike, *, limit: i
                 predicted["raw"].append(classify_spikes(clip, classifier)["label"])
                 for q in qualities:
                     path = Path(folder) / "c.sci"
-                    encoded = encode_reader(ArrayReader(clip), path, quality=q, gop=gop, model=codec_id, force=True)
+                    encoded = encode_reader(ArrayReader(clip), path, quality=q, gop=gop, model=end_side, force=True)
                     predicted[f"quality={q}"].append(classify_stream(path, model=classifier_id)["label"])
                     bits[f"quality={q}"].append(8.0 * encoded.bytes / clip.size)
                 if image_model is not None:

@@ -193,8 +193,10 @@ def encode_file(
 # ------------------------------------------------------------------------------------ decode
 
 
-def _load_cloud_side(header: Any, analysis: str | None) -> tuple[Any, Any]:
-    from spikecodec.bitstream import ModelMismatch
+def load_stream_codec(header: Any) -> Any:
+    """The installed codec a stream names, after checking its weights identity (ModelMismatch if
+    this installation does not have those weights)."""
+    from spikecodec.bitstream import ModelMismatch, check_model
     from spikecodec.models.registry import ModelNotFoundError, get_spec, load_model, stream_identity
 
     try:
@@ -204,9 +206,16 @@ def _load_cloud_side(header: Any, analysis: str | None) -> tuple[Any, Any]:
                             f"does not have ({error})") from None
     if spec.kind != "codec":
         raise ModelMismatch(f"the stream names model {header.model_id!r}, a {spec.kind}, not a codec")
-    from spikecodec.bitstream import check_model
-
     check_model(header, header.model_id, stream_identity(header.model_id))
+    return load_model(header.model_id)
+
+
+def _load_cloud_side(header: Any, analysis: str | None) -> tuple[Any, Any]:
+    """(codec, reconstructor) for decoding a stream: ``analysis`` or the one the codec names."""
+    from spikecodec.models.registry import get_spec, load_model
+
+    codec = load_stream_codec(header)
+    spec = get_spec(header.model_id)
     analysis_id = analysis or spec.analysis
     if analysis_id is None:
         raise CodecError(f"codec {header.model_id!r} names no reconstructor; pass one (--analysis)")
@@ -214,7 +223,7 @@ def _load_cloud_side(header: Any, analysis: str | None) -> tuple[Any, Any]:
     if analysis_spec.kind != "reconstructor" or analysis_spec.base != spec.base:
         raise CodecError(f"{analysis_id!r} does not analyse the features of {header.model_id!r} "
                          f"(it is a {analysis_spec.kind} on {analysis_spec.base!r}, the codec codes {spec.base!r})")
-    return load_model(header.model_id), load_model(analysis_id)
+    return codec, load_model(analysis_id)
 
 
 def _frame_strings(frame: Any, names: tuple[str, ...], sizes: dict[str, tuple[int, int]]) -> dict[str, list[bytes]]:
@@ -372,5 +381,5 @@ def decode_file(
 
 __all__ = [
     "CodecError", "DecodeResult", "EncodeResult", "EndSide", "decode_file", "decode_stream", "encode_file",
-    "encode_reader", "load_end_side", "nearest_moment", "neighbourhoods",
+    "encode_reader", "load_end_side", "load_stream_codec", "nearest_moment", "neighbourhoods",
 ]
