@@ -262,24 +262,18 @@ def bits(data: Path, c1: Path | None, per_bin: int) -> tuple[dict, str]:
 
 
 def _write_test_dat(path: Path, frames: int, height: int = 250, width: int = 400) -> None:
-    """A texture drifting 1 px every 20 spike frames, integrate-and-fire at rate 0.6, in 1,000-frame
-    blocks (the file can be larger than memory)."""
+    """A texture drifting 1 px every 20 spike frames, integrate-and-fire at rate 0.6
+    (:func:`spikecodec.simulate.iter_integrate_and_fire`), written in 1,000-frame blocks (the file
+    can be larger than memory)."""
     from spikecodec.io import open_spike_writer
+    from spikecodec.simulate import iter_integrate_and_fire
 
-    rng = np.random.default_rng(0)
-    texture = rng.random((height, width + frames // 20 + 1)).astype(np.float32)
+    texture = np.random.default_rng(0).random((height, width + frames // 20 + 1)).astype(np.float32)
+    intensity = (texture[:, t // 20:t // 20 + width] for t in range(frames))
+    spikes = iter_integrate_and_fire(intensity, rate=0.6, seed=0)
     with open_spike_writer(path, height, width) as writer:
-        potential = rng.random((height, width)).astype(np.float32)
         for start in range(0, frames, 1000):
-            count = min(1000, frames - start)
-            block = np.empty((count, height, width), dtype=np.uint8)
-            for k in range(count):
-                t = start + k
-                potential += 0.6 * texture[:, t // 20:t // 20 + width]
-                fired = potential >= 1.0
-                potential[fired] -= 1.0
-                block[k] = fired
-            writer.write(block)
+            writer.write(np.stack([next(spikes) for _ in range(min(1000, frames - start))]))
 
 
 def speed(frames: int, repeats: int, threads: int) -> tuple[dict, str]:
