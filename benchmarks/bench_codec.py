@@ -1,7 +1,7 @@
 """The feature codec on the S-Motion test split: rate-distortion, bits, ablations, speed, memory.
 
     python benchmarks/bench_codec.py rd --results runs/eval/results.json [--write-docs]
-    python benchmarks/bench_codec.py bits [--data data/smotion_test.h5] [--c1 runs/c1] [--write-docs]
+    python benchmarks/bench_codec.py bits [--data data/smotion_test.h5] [--c1 runs/c1] [--compare sci-codec-v1] [--write-docs]
     python benchmarks/bench_codec.py speed [--write-docs]
     python benchmarks/bench_codec.py memory [--gib 2.0] [--write-docs]
 
@@ -11,8 +11,9 @@
   first reaches the PSNR of TFP41 on the raw spikes (section ``codec-rd``);
 - ``bits``: on the test sequences, for every quality, the entropy-coded payload of the real
   streams against the likelihood estimate of the same features, the container overhead as a share
-  of the file, and the ablations: decoding without FMVR (AFR estimates motion itself), and the
-  codec before stage (c2) with the stage-(b) analysis (section ``codec-bits``);
+  of the file, and the ablations: the shipped streams decoded with the other motion input (AFR
+  reading the FMVR-refined decoded motion, or estimating motion itself), earlier registered codecs
+  (``--compare``) and a stage-c1 codec with the stage-(b) analysis (``--c1``) (section ``codec-bits``);
 - ``speed``: encoder and decoder throughput at 250x400 with default settings (file I/O included,
   medians), and MACs per moment of each side (section ``codec-speed``);
 - ``memory``: peak resident memory of ``spikecodec encode`` on a generated ``.dat`` of at least
@@ -184,9 +185,9 @@ def _estimated_payload_bits(fem, codec, spikes: np.ndarray, moments: np.ndarray,
     return bits
 
 
-def bits(data: Path, c1: Path | None, per_bin: int) -> tuple[dict, str]:
+def bits(data: Path, c1: Path | None, compare: list[str], per_bin: int) -> tuple[dict, str]:
     from spikecodec.anchors import score_frames
-    from spikecodec.codec import EndSide, decode_stream, encode_reader, load_end_side
+    from spikecodec.codec import EndSide, decode_stream, encode_reader, load_end_side, reads_decoded_motion
     from spikecodec.evaluation import iter_items
     from spikecodec.io import ArrayReader
     from spikecodec.models.registry import get_spec, load_model
@@ -194,32 +195,32 @@ def bits(data: Path, c1: Path | None, per_bin: int) -> tuple[dict, str]:
 
     items = _subset([i for i in iter_items([data]) if not hasattr(i, "error")], per_bin)
     shipped = load_end_side(DEFAULT_CODEC_MODEL)
-    spec = get_spec(DEFAULT_CODEC_MODEL)
-    variants = {"shipped": None}
-    before_c2 = None
+    qualities = get_spec(DEFAULT_CODEC_MODEL).config["qualities"]
+    # (label, end side, (codec, reconstructor) or None for the registry's, AFR reads decoded motion)
+    variants: list[tuple[str, EndSide, tuple | None, bool | None]] = [("shipped", shipped, None, None)]
+    decoded_motion = None
+    for codec_id in compare:
+        variants.append((codec_id, load_end_side(codec_id), None, None))
     if c1 is not None and c1.exists():
         from spikecodec.training import load_codec_weights
 
         path = c1 / "codec.safetensors" if c1.is_dir() else c1
         codec_c1 = load_codec_weights(str(path)).eval()
-        before_c2 = EndSide("codec-before-c2", sha256_of_file(path), shipped.fem, codec_c1)
-        stage_b = load_model(DEFAULT_RECONSTRUCTION_MODEL)
-        variants["before c2"] = (codec_c1, stage_b)
+        variants.append((f"{path.stem} + stage-b analysis", EndSide("codec-c1", sha256_of_file(path), shipped.fem,
+                                                                    codec_c1),
+                         (codec_c1, load_model(DEFAULT_RECONSTRUCTION_MODEL)), False))
     rows: dict[str, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    qualities = spec.config["qualities"]
     with tempfile.TemporaryDirectory() as folder:
         for item in items:
             lookup = {int(t): k for k, t in enumerate(item.gt_index)}
             for quality in range(qualities):
-                for name in ("shipped", "before c2"):
-                    if name == "before c2" and before_c2 is None:
-                        continue
-                    end = shipped if name == "shipped" else before_c2
+                for name, end, models, motion in variants:
                     path = Path(folder) / "s.sci"
                     encoded = encode_reader(ArrayReader(item.spikes), path, quality=quality, model=end, force=True)
-                    decodes = {name: decode_stream(path, models=variants[name])}
+                    decodes = {name: decode_stream(path, models=models, refined_motion=motion)}
                     if name == "shipped":
-                        decodes["no FMVR"] = decode_stream(path, refined_motion=False)
+                        decoded_motion = reads_decoded_motion(encoded.header, None)
+                        decodes["other motion"] = decode_stream(path, refined_motion=not decoded_motion)
                     for label, decoded in decodes.items():
                         keep = [k for k, t in enumerate(decoded.moments) if int(t) in lookup]
                         truth = item.gt[[lookup[int(decoded.moments[k])] for k in keep]].astype(np.float32) / 255.0
@@ -232,10 +233,15 @@ def bits(data: Path, c1: Path | None, per_bin: int) -> tuple[dict, str]:
                                 shipped.fem, shipped.codec, item.spikes, encoded.moments, quality, DEFAULT_GOP)
                         rows[label][quality].append(row)
             print(f"{item.name} done", flush=True)
-    report = {"data": str(data), "sequences": [i.name for i in items], "rows": {k: dict(v) for k, v in rows.items()}}
-    lines = ["## Feature codec: payload, container overhead, FMVR and stage-c2 ablations", "",
-             f"On {len(items)} S-Motion test sequences ({per_bin} per speed bin: "
-             f"{', '.join(i.name.split(':')[-1] for i in items)}), every moment of each stream, {_machine()}.", "",
+    report = {"data": str(data), "codec": DEFAULT_CODEC_MODEL, "sequences": [i.name for i in items],
+              "rows": {k: dict(v) for k, v in rows.items()}}
+    analysis = get_spec(DEFAULT_CODEC_MODEL).analysis
+    other = ("AFR estimates motion itself (no FMVR)" if decoded_motion
+             else "AFR reads the FMVR-refined decoded motion")
+    lines = ["## Feature codec: payload, container overhead, FMVR and stage-c ablations", "",
+             f"The shipped codec `{DEFAULT_CODEC_MODEL}` (decoded by `{analysis}`) on {len(items)} S-Motion test "
+             f"sequences ({per_bin} per speed bin: {', '.join(i.name.split(':')[-1] for i in items)}), every moment "
+             f"of each stream, {_machine()}.", "",
              "Payload (the entropy-coded strings) against the likelihood estimate of the same features, and the "
              "container (preamble, header, unit framing, CRCs, seek index, end unit) as a share of the file:", "",
              "| quality | bpp | payload / estimate | container share of the file |", "| --- | --- | --- | --- |"]
@@ -245,12 +251,14 @@ def bits(data: Path, c1: Path | None, per_bin: int) -> tuple[dict, str]:
         total = sum(8 * e["bytes"] for e in entries)
         lines.append(f"| {quality} | {np.mean([e['bpp'] for e in entries]):.5f} | {payload / estimate:.4f} | "
                      f"{(total - payload) / total:.1%} |")
-    lines += ["", "Ablations, same sequences and streams (PSNR dB / bpp, mean over sequences):", "",
-              "| quality | shipped (stage c2, FMVR) | without FMVR (AFR estimates motion) | before stage c2 "
-              "(c1 codec, stage-b analysis) |", "| --- | --- | --- | --- |"]
+    labels = ["shipped", "other motion"] + [name for name, *_ in variants[1:]]
+    heads = [f"shipped ({'decoded motion' if decoded_motion else 'AFR motion'})", other] + [
+        f"`{name}`" for name in labels[2:]]
+    lines += ["", "Ablations and earlier codecs, same sequences (PSNR dB / bpp, mean over sequences):", "",
+              "| quality | " + " | ".join(heads) + " |", "| --- " * (len(heads) + 1) + "|"]
     for quality in sorted(rows["shipped"]):
         cells = []
-        for label in ("shipped", "no FMVR", "before c2"):
+        for label in labels:
             entries = rows.get(label, {}).get(quality)
             cells.append(f"{np.mean([e['psnr'] for e in entries]):.2f} / {np.mean([e['bpp'] for e in entries]):.5f}"
                          if entries else "not measured")
@@ -324,7 +332,7 @@ def speed(frames: int, repeats: int, threads: int) -> tuple[dict, str]:
         f"| decoder (codec + FMVR + AFR + head) | {report['decoder_frames_per_s']:.0f} | "
         f"{1000 * decode_s / result.frames:.0f} | {report['decoder_macs_per_moment'] / g:.2f} "
         f"(codec {cost['gop_average']['decoder'] / g:.2f} + analysis {analysis_macs / g:.2f}) |",
-        "", f"Target: at least 500 spike frames/s for the encoder: "
+        "", "Target: at least 500 spike frames/s for the encoder: "
         + ("met." if report["encoder_frames_per_s"] >= 500 else
            f"**missed** ({report['encoder_frames_per_s']:.0f}); rate-distortion was given priority (DESIGN.md)."),
     ])
@@ -360,7 +368,8 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=ROOT / "runs" / "eval" / "results.json")
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "smotion_test.h5")
     parser.add_argument("--c1", type=Path, default=ROOT / "spikecodec" / "models" / "weights" / "ablation-codec-c1.safetensors",
-                        help="the codec before stage c2 (stage-c1 output)")
+                        help="bits: a stage-c1 codec, decoded by the stage-b analysis (default: sci-codec-v1 before c2)")
+    parser.add_argument("--compare", default="sci-codec-v1", help="bits: registered codecs beside the shipped one")
     parser.add_argument("--per-bin", type=int, default=1, help="bits: sequences per speed bin")
     parser.add_argument("--frames", type=int, default=2000, help="speed: spike frames of the test stream")
     parser.add_argument("--repeats", type=int, default=3)
@@ -372,7 +381,7 @@ def main() -> None:
         report, text = rd(args.results)
     elif args.part == "bits":
         ensure_test_split(args.data, seed=0)  # the seed of the committed S-Motion test split
-        report, text = bits(args.data, args.c1, args.per_bin)
+        report, text = bits(args.data, args.c1, [c for c in args.compare.split(",") if c], args.per_bin)
     elif args.part == "speed":
         report, text = speed(args.frames, args.repeats, args.threads)
     else:

@@ -9,7 +9,7 @@ DEFAULT_SPIKE_RATE_HZ = 20_000
 DEFAULT_RECONSTRUCTION_MODEL = "sci-small-v1-recon"  # registry id of the shipped analysis path
 DEFAULT_STRIDE = 20  # spike frames between moments: a 1,000 fps video at 20 kHz
 DEFAULT_GOP = 32  # moments per group of pictures (an I frame, then P frames)
-DEFAULT_CODEC_MODEL = "sci-codec-v1"  # registry id of the shipped feature codec (with its FEM)
+DEFAULT_CODEC_MODEL = "sci-codec-v2"  # registry id of the shipped feature codec (with its FEM)
 DEFAULT_QUALITY = 2  # of 0..3; 0 is the lowest rate
 
 

@@ -2,7 +2,8 @@
 
 * :func:`classify_stream` / :func:`classify_spikes`: a clip's label and top-K probabilities, from a
   ``.sci`` file (decoded features, no reconstruction) or from raw spikes (uncompressed features).
-  Every moment is classified from its decoded features and its neighbours' (AFR, refined motion);
+  Every moment is classified from its decoded features and its neighbours' (AFR; the decoded motion
+  only for heads trained on it, registry `decoded_motion`);
   the clip's log-probabilities are the mean of its moments'.
 * :func:`train_classifier`: stage (b)/(c) for the classification head (paper Fig. 7): FEM and codec
   frozen, AFR + head trained with cross-entropy on S-MNIST train, each batch on the decoded
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 
 from spikecodec import DEFAULT_CODEC_MODEL, DEFAULT_GOP, DEFAULT_STRIDE
 
-DEFAULT_CLASSIFIER = "sci-codec-v1-mnist"
+DEFAULT_CLASSIFIER = "sci-codec-v2-mnist"
 
 
 class ClassificationError(ValueError):
@@ -81,19 +82,21 @@ def classify_stream(path: str | os.PathLike, *, model: str | None = None, top: i
     from spikecodec.bitstream import LatentHasher, SciReader
     from spikecodec.codec import _decoded_features, _threads, load_stream_codec, neighbourhoods
     from spikecodec.models.classifier import clip_log_probabilities
+    from spikecodec.models.registry import get_spec
 
     _threads(threads)
     started = time.perf_counter()
     with SciReader(path) as reader:
         header = reader.header
         classifier_id, classifier = _classifier_for(header, model)
+        decoded_motion = get_spec(classifier_id).decoded_motion  # as the head was trained (registry)
         codec = load_stream_codec(header)
         hasher = LatentHasher()
         logits = []
         count = reader.end.frame_count
         for previous, current, following in neighbourhoods(
                 _decoded_features(codec, header, reader.frames(), hasher), count):
-            motion = current[2] if previous is not current else None
+            motion = current[2] if decoded_motion and previous is not current else None
             logits.append(classifier.analyze(previous[1], current[1], following[1], motion)[0])
         reader.verify_content_hash(hasher.digest())
     return _result(clip_log_probabilities(torch.stack(logits)), top, len(logits),

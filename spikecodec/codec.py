@@ -138,7 +138,7 @@ def encode_reader(
         quality=int(quality), conversion_rate=DEFAULT_CONVERSION_RATE, model_id=models.model_id,
         model_sha256=models.identity, entropy_coder=ENTROPY_CODER,
     )
-    sizes = latent_sizes(reader.height, reader.width)
+    sizes = latent_sizes(reader.height, reader.width, codec.config.latent_stride)
     hasher = LatentHasher()
     payload = 0
     state = None
@@ -210,11 +210,10 @@ def load_stream_codec(header: Any) -> Any:
     return load_model(header.model_id)
 
 
-def _load_cloud_side(header: Any, analysis: str | None) -> tuple[Any, Any]:
-    """(codec, reconstructor) for decoding a stream: ``analysis`` or the one the codec names."""
-    from spikecodec.models.registry import get_spec, load_model
+def _analysis_spec(header: Any, analysis: str | None) -> Any:
+    """Registry entry of ``analysis`` or of the reconstructor the stream's codec names, checked."""
+    from spikecodec.models.registry import get_spec
 
-    codec = load_stream_codec(header)
     spec = get_spec(header.model_id)
     analysis_id = analysis or spec.analysis
     if analysis_id is None:
@@ -223,7 +222,20 @@ def _load_cloud_side(header: Any, analysis: str | None) -> tuple[Any, Any]:
     if analysis_spec.kind != "reconstructor" or analysis_spec.base != spec.base:
         raise CodecError(f"{analysis_id!r} does not analyse the features of {header.model_id!r} "
                          f"(it is a {analysis_spec.kind} on {analysis_spec.base!r}, the codec codes {spec.base!r})")
-    return codec, load_model(analysis_id)
+    return analysis_spec
+
+
+def load_cloud_side(header: Any, analysis: str | None) -> tuple[Any, Any]:
+    """(codec, reconstructor) for decoding a stream: ``analysis`` or the one the codec names."""
+    from spikecodec.models.registry import load_model
+
+    codec = load_stream_codec(header)
+    return codec, load_model(_analysis_spec(header, analysis).model_id)
+
+
+def reads_decoded_motion(header: Any, analysis: str | None) -> bool:
+    """Whether the reconstructor decoding this stream reads the decoded motion (see ModelSpec)."""
+    return _analysis_spec(header, analysis).decoded_motion
 
 
 def _frame_strings(frame: Any, names: tuple[str, ...], sizes: dict[str, tuple[int, int]]) -> dict[str, list[bytes]]:
@@ -248,7 +260,7 @@ def _decoded_features(codec: Any, header: Any, frames: Iterator[Any], hasher: An
     from spikecodec.bitstream import FrameType, MalformedUnit
     from spikecodec.models.codec import LATENT_NAMES, latent_sizes
 
-    sizes = latent_sizes(header.height, header.width)
+    sizes = latent_sizes(header.height, header.width, codec.config.latent_stride)
     shapes = {"x": (header.height, header.width), "z": sizes["z"], "motion_z": sizes["motion_z"]}
     state = None
     expected = None
@@ -308,13 +320,14 @@ def nearest_moment(header: Any, frame_count: int, spike_index: int) -> int:
 
 def decode_stream(
     input: str | os.PathLike, *, at: int | None = None, analysis: str | None = None, progress: bool = False,
-    threads: int | None = None, models: tuple[Any, Any] | None = None, refined_motion: bool = True,
+    threads: int | None = None, models: tuple[Any, Any] | None = None, refined_motion: bool | None = None,
 ) -> DecodeResult:
     """Decode a ``.sci`` file to frames in memory (every moment, or the one nearest spike index ``at``).
 
     ``analysis`` overrides the reconstructor the codec names. For experiments, ``models`` gives
     loaded (codec, reconstructor) instead of the registry (the stream's model identity is then
-    not checked), and ``refined_motion=False`` lets AFR estimate motion itself (the no-FMVR ablation).
+    not checked). ``refined_motion``: AFR reads the FMVR-refined decoded motion (True) or estimates
+    motion itself (False); None: as the reconstructor was trained (registry), True with ``models``.
     """
     from tqdm import tqdm
 
@@ -324,7 +337,9 @@ def decode_stream(
     _threads(threads)
     with torch.no_grad(), SciReader(input) as reader:
         header = reader.header
-        codec, analyser = models if models is not None else _load_cloud_side(header, analysis)
+        codec, analyser = models if models is not None else load_cloud_side(header, analysis)
+        if refined_motion is None:
+            refined_motion = models is not None or reads_decoded_motion(header, analysis)
         count = reader.end.frame_count
         if count < 1:
             raise CodecError(f"{input} holds no coded moments")

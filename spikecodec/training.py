@@ -544,17 +544,25 @@ class CodecStage(nn.Module):
 def _set_feature_statistics(config: TrainConfig, model: "CodecStage", need: tuple[int, int],
                             make: Callable[..., Clip], photos: list[np.ndarray] | None, batches: int = 4) -> None:
     """Per-channel mean and standard deviation of F on the first training batches (seeded, so a
-    resumed run computes the same), fixed into the codec config before training."""
+    resumed run computes the same), fixed into the codec config before training; a block-transform
+    codec also takes its projections (principal components) from them."""
     _, before, _ = clip_geometry(config, need)
-    features = []
+    features, following = [], []
     for step, batch in training_batches(config, 0, 0, photos, make, need):
         if step >= batches:
             break
-        features.append(_features_at(model.fem, batch["spikes"], before, (0,))[0])
+        now, later = _features_at(model.fem, batch["spikes"], before, (0, config.stride))
+        features.append(now)
+        following.append(later)
     stacked = torch.cat(features)
     mean = stacked.mean(dim=(0, 2, 3))
     scale = stacked.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    if model.codec.config.transform == "block":
+        # centring only: the projection then weighs the channels as the analysis sees them
+        scale = torch.ones_like(scale)
     model.codec.set_feature_statistics([round(float(v), 6) for v in mean], [round(float(v), 6) for v in scale])
+    if model.codec.config.transform == "block":
+        model.codec.initialise_block_transforms(stacked, torch.cat(following))
 
 
 def _load_reconstructor(model_id: str, device: torch.device) -> SCIReconstructor:

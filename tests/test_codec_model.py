@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import subprocess
 import sys
@@ -82,6 +83,11 @@ def test_config_round_trips_through_json():
     {"scale_min": 2.0, "scale_max": 1.0},
     {"quality_steps": (0.5, 2.0)},  # quality 0 must have the largest step
     {"latent_channels": 0},
+    {"latent_stride": 4},
+    {"transform": "dct"},
+    {"transform": "block"},  # needs latent_stride 8
+    {"transform": "block", "latent_stride": 8, "block_components": 0},
+    {"transform": "block", "latent_stride": 8, "latent_channels": 200, "block_components": 2},  # > 2 x 64
     {"no_such_key": 1},
 ])
 def test_invalid_config_is_refused(changes):
@@ -104,6 +110,9 @@ def test_latent_sizes_and_padding():
     assert torch.equal(padded[..., :3, :5], x)
     assert torch.equal(padded[..., 3:, :5], x[..., 2:3, :].expand(-1, -1, 13, -1))  # edge replicated
     assert torch.equal(padded[..., :3, 5:], x[..., :, 4:5].expand(-1, -1, -1, 11))
+    finer = latent_sizes(250, 400, latent_stride=8)
+    assert finer["y"] == (32, 50) and finer["z"] == (8, 13)
+    assert finer["motion_y"] == sizes["motion_y"] == (16, 25) and finer["motion_z"] == sizes["motion_z"]
 
 
 # ---------------------------------------------------------------------------------- forward
@@ -199,6 +208,25 @@ def test_gop_round_trip_is_exact(codec):
     assert hash_enc == hash_dec
     # P frames really code something that changes from frame to frame
     assert not torch.equal(encoded[1]["latents"]["y"], encoded[2]["latents"]["y"])
+
+
+BLOCK_CONFIG = dataclasses.replace(TINY_CODEC_CONFIG, latent_stride=8, transform="block", block_components=2)
+
+
+@pytest.mark.parametrize("config", [dataclasses.replace(TINY_CODEC_CONFIG, latent_stride=8), BLOCK_CONFIG],
+                         ids=["conv", "block"])
+def test_gop_round_trip_with_latents_at_one_eighth(config):
+    model = build_codec(config=config)
+    frames = moving_frames(3, 19, 27)
+    encoded = encode_gop(model, frames, QUALITY)
+    decoded = decode_gop(model, encoded, QUALITY)
+    assert encoded[0]["latents"]["y"].shape[-2:] == (4, 4)  # padded 32x32 at 1/8
+    assert encoded[1]["latents"]["motion_y"].shape[-2:] == (2, 2)  # motion stays at 1/16
+    for enc, dec in zip(encoded, decoded):
+        assert dec["x_hat"].shape == (1, 4, 19, 27)
+        assert torch.equal(enc["x_hat"], dec["x_hat"])
+        for name in enc["latents"]:
+            assert torch.equal(enc["latents"][name], dec["latents"][name])
 
 
 def test_batch_with_one_quality_per_item(codec):
@@ -418,3 +446,48 @@ def test_feature_normalisation_is_part_of_the_config_and_round_trips():
     torch.testing.assert_close(b, a * scale + mean)
     with pytest.raises(ValueError, match="one value per feature channel"):
         dataclasses.replace(TINY_CODEC_CONFIG, feature_mean=(0.0,), feature_scale=(1.0,))
+
+
+def test_dct_basis_is_orthonormal_and_starts_with_the_mean():
+    from spikecodec.models.codec import dct_basis
+
+    basis = dct_basis()
+    assert torch.allclose(basis @ basis.T, torch.eye(64), atol=1e-5)
+    assert torch.allclose(basis[0], torch.full((64,), 1 / 8))
+
+
+def test_block_transform_starts_as_pca_and_residual_coding():
+    """Before training, a block codec is PCA + DCT: features of rank 2 come back exactly without
+    quantisation, and a P frame equal to its reference codes (near) zero latents."""
+    torch.manual_seed(0)
+    model = FeatureCodec(BLOCK_CONFIG).eval()
+    mix = torch.randn(4, 2)
+    frames = moving_frames(2, 32, 48, channels=2)
+    features = torch.einsum("ck,bkhw->bchw", mix, frames[0])  # rank 2 per pixel
+    model.initialise_block_transforms(features)
+    with torch.no_grad():
+        coefficients = model.intra.g_a(model._normalise(features))
+        assert coefficients.shape == (1, 8, 4, 6)  # 8 latents: the lowest frequencies only
+        full = dataclasses.replace(BLOCK_CONFIG, latent_channels=128)
+        lossless = FeatureCodec(full).eval()
+        lossless.initialise_block_transforms(features)
+        back = lossless.intra.g_s(lossless.intra.g_a(lossless._normalise(features)))
+        assert torch.allclose(lossless._denormalise(back), features, atol=1e-4)
+        residual = model.inter.contextual_encoder(torch.cat([features, features], dim=1))
+        assert residual.abs().max() < 1e-5
+    with pytest.raises(ValueError, match="block"):
+        FeatureCodec(TINY_CODEC_CONFIG).initialise_block_transforms(features)
+
+
+def test_block_scales_start_at_the_coefficients_spread():
+    """The I-frame scale head starts larger for the mean (DC) coefficients than for the highest
+    frequencies kept, and the P-frame head smaller for a slowly moving scene than the I-frame head."""
+    torch.manual_seed(0)
+    model = FeatureCodec(dataclasses.replace(BLOCK_CONFIG, latent_channels=32)).eval()
+    frames = moving_frames(2, 64, 64, channels=4, amplitude=8.0)
+    model.initialise_block_transforms(frames[0], frames[1])
+    intra = model.intra.h_s.heads["scale"].bias
+    inter = model.inter.hyper_synthesis.heads["scale"].bias
+    assert intra[:2].min() > intra[-2:].max()  # latents 0, 1: the DC of each component
+    assert inter[:2].max() < intra[:2].min()
+    assert (intra >= 0).all() and (intra <= model.config.scale_levels - 1).all()

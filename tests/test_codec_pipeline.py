@@ -215,3 +215,41 @@ def test_shipped_codec_round_trip_on_a_simulated_scene(tmp_path):
     flat = np.full_like(truth, truth.mean())
     # trained weights: clearly better than the best constant image
     assert psnr(truth, decoded.frames) > psnr(truth, flat) + 3  # measured: 23.1 against 18.2 dB
+
+
+def test_pipeline_with_latents_at_one_eighth(stream, tmp_path):
+    """A codec whose y is at 1/8 (latent_stride 8) encodes and decodes through the same pipeline."""
+    import dataclasses
+
+    import torch
+
+    from spikecodec.codec import EndSide, load_cloud_side, encode_reader, load_end_side
+    from spikecodec.io import open_spikes
+    from spikecodec.models.codec import FeatureCodec
+
+    folder, result = stream
+    tiny = load_end_side(TINY)
+    torch.manual_seed(0)
+    codec = FeatureCodec(dataclasses.replace(tiny.codec.config, latent_stride=8)).eval()
+    codec.update()
+    with open_spikes(folder / "s.dat", height=H, width=W) as reader:
+        encode_reader(reader, tmp_path / "e.sci", gop=4, model=EndSide(TINY, tiny.identity, tiny.fem, codec))
+    _, analyser = load_cloud_side(result.header, None)
+    decoded = decode_stream(tmp_path / "e.sci", models=(codec, analyser))
+    assert decoded.hash_verified and decoded.frames.shape == (18, H, W)
+    with SciReader(tmp_path / "e.sci") as reader:
+        first = next(iter(reader.frames()))
+    # 24x40 is padded to 32x48 (a multiple of 16 for the motion latents): y is 4x6 at 1/8
+    assert {latent.name: tuple(latent.shape) for latent in first.latents}["y"] == (4, 6)
+
+
+def test_reconstructor_reads_decoded_motion_only_if_trained_on_it():
+    from types import SimpleNamespace
+
+    from spikecodec.codec import reads_decoded_motion
+
+    v1 = SimpleNamespace(model_id="sci-codec-v1")
+    assert reads_decoded_motion(v1, None)  # sci-codec-v1-recon: fine-tuned on decoded motion (stage c2)
+    assert not reads_decoded_motion(v1, "sci-small-v1-recon")  # stage b: AFR estimates motion itself
+    with pytest.raises(CodecError, match="does not analyse"):
+        reads_decoded_motion(v1, "sci-tiny-test-recon")

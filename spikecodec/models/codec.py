@@ -13,8 +13,8 @@ steps learning offsets (measured: image MSE 0.009 against 0.016 after 180 steps 
 
 **Intra (I) coding**, a mean-scale hyperprior in compressai's manner::
 
-    y = g_a(F) / q_enc[q]          4 stride-2 3x3 convolutions, y at 1/16 resolution
-    z = h_a(y)                     z at 1/64, EntropyBottleneck
+    y = g_a(F) / q_enc[q]          3x3 convolutions, y at 1/latent_stride resolution (4 or 3 of stride 2)
+    z = h_a(y)                     z at y/4, EntropyBottleneck
     (scale code, mean) = h_s(z^)   exact integer network (below), GaussianConditional for y
     F^ = g_s(y^ * q_dec[q])        4 transposed 4x4 convolutions, stride 2
 
@@ -111,7 +111,8 @@ with warnings.catch_warnings():  # compressai 1.2.8 scripts a function at import
 from spikecodec.models.afr import MotionEstimator, flow_warp
 from spikecodec.models.cost import OpCost, _hook_layer_macs, total_macs
 
-PAD_MULTIPLE = 16  # y is at 1/16 resolution
+BLOCK = 8  # block size of the "block" transform
+PAD_MULTIPLE = 16  # the motion latents (and y at latent_stride 16) are at 1/16 resolution
 LATENT_NAMES: dict[str, tuple[str, ...]] = {"I": ("z", "y"), "P": ("motion_z", "motion_y", "z", "y")}
 FRAME_TYPES = ("I", "P")
 _ACTIVATION_LIMIT = 2**15 - 1  # integer activations of the exact networks lie in [0, 2^15)
@@ -154,6 +155,12 @@ class FeatureCodecConfig:
     motion_latent_channels: int = 48
     motion_hyper_channels: int = 32
     fmvr_width: int = 16
+    # y's resolution divisor: 16 (sci-codec-v1) or 8; motion latents stay at 1/16
+    latent_stride: int = 16
+    # "conv": strided convolutions (sci-codec-v1); "block": a 1x1 projection to block_components
+    # components, 8x8 blocks and a 1x1 block transform, initialised as PCA + DCT (BlockAnalysis)
+    transform: str = "conv"
+    block_components: int = 2
     qualities: int = 4
     lambdas: tuple[float, ...] = (64.0, 256.0, 1024.0, 4096.0)
     quality_steps: tuple[float, float] = (2.0, 0.25)
@@ -188,6 +195,20 @@ class FeatureCodecConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"codec {name} must be a positive integer, got {value!r}")
+        if self.latent_stride not in (8, 16) or isinstance(self.latent_stride, bool):
+            raise ValueError(f"codec latent_stride must be 8 or 16, got {self.latent_stride!r}")
+        if self.transform not in ("conv", "block"):
+            raise ValueError(f"codec transform must be 'conv' or 'block', got {self.transform!r}")
+        if self.transform == "block":
+            k = self.block_components
+            if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.feature_channels:
+                raise ValueError(f"codec block_components must be in 1..{self.feature_channels}, got {k!r}")
+            if self.latent_stride != BLOCK or not self.latent_channels <= k * BLOCK * BLOCK:
+                raise ValueError(f"a block transform needs latent_stride {BLOCK} and at most "
+                                 f"{k * BLOCK * BLOCK} latent channels, got {self.latent_stride}, {self.latent_channels}")
+            if self.context_channels != self.feature_channels:
+                raise ValueError("a block transform needs context_channels == feature_channels (the context "
+                                 "starts as the reference itself)")
         if len(self.widths) != 3 or any(not isinstance(w, int) or w < 1 for w in self.widths):
             raise ValueError(f"codec widths must be 3 positive integers, got {self.widths!r}")
         if len(self.lambdas) != self.qualities:
@@ -281,12 +302,15 @@ def _ceil_half(size: int, times: int) -> int:
     return size
 
 
-def latent_sizes(height: int, width: int) -> dict[str, tuple[int, int]]:
-    """Spatial sizes of the padded feature, of y and motion latents (1/16), and of z (1/64)."""
+def latent_sizes(height: int, width: int, latent_stride: int = 16) -> dict[str, tuple[int, int]]:
+    """Spatial sizes of the padded feature, of y (1/latent_stride) and its z (y/4), and of the motion
+    latents (1/16) and their z (1/64)."""
     hp, wp = padded_size(height, width)
-    y = (hp // 16, wp // 16)
-    z = (_ceil_half(y[0], 2), _ceil_half(y[1], 2))
-    return {"padded": (hp, wp), "y": y, "z": z, "motion_y": y, "motion_z": z}
+    y = (hp // latent_stride, wp // latent_stride)
+    motion_y = (hp // 16, wp // 16)
+    def quarter(size: tuple[int, int]) -> tuple[int, int]:
+        return _ceil_half(size[0], 2), _ceil_half(size[1], 2)
+    return {"padded": (hp, wp), "y": y, "z": quarter(y), "motion_y": motion_y, "motion_z": quarter(motion_y)}
 
 
 def pad_features(x: Tensor) -> Tensor:
@@ -327,23 +351,93 @@ def _up(cin: int, cout: int) -> nn.ConvTranspose2d:
     return nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1)
 
 
-def _analysis(cin: int, widths: Sequence[int], cout: int) -> nn.Sequential:
+def _analysis(cin: int, widths: Sequence[int], cout: int, latent_stride: int = 16) -> nn.Sequential:
     w1, w2, w3 = widths
     return nn.Sequential(
         _conv(cin, w1, stride=2), _act(), _conv(w1, w2, stride=2), _act(),
-        _conv(w2, w3, stride=2), _act(), _conv(w3, cout, stride=2),
+        _conv(w2, w3, stride=2), _act(), _conv(w3, cout, stride=2 if latent_stride == 16 else 1),
     )
 
 
-def _synthesis(cin: int, widths: Sequence[int], cout: int) -> nn.Sequential:
+def _synthesis(cin: int, widths: Sequence[int], cout: int, latent_stride: int = 16) -> nn.Sequential:
     w1, w2, w3 = widths
     return nn.Sequential(
-        _up(cin, w3), _act(), _up(w3, w2), _act(), _up(w2, w1), _act(), _up(w1, cout),
+        _up(cin, w3) if latent_stride == 16 else _conv(cin, w3), _act(), _up(w3, w2), _act(), _up(w2, w1), _act(),
+        _up(w1, cout),
     )
 
 
 def _hyper_analysis(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(_conv(cin, cout), _act(), _conv(cout, cout, stride=2), _act(), _conv(cout, cout, stride=2))
+
+
+def dct_basis(size: int = BLOCK) -> Tensor:
+    """Orthonormal 2-D DCT-II basis (size^2, size^2), rows ordered by frequency u + v (then u):
+    row r holds basis function r over the block's pixels in raster order (pixel_unshuffle's order)."""
+    n = torch.arange(size, dtype=torch.float64)
+    d = torch.cos(math.pi * (2 * n[None, :] + 1) * n[:, None] / (2 * size)) * math.sqrt(2 / size)
+    d[0] /= math.sqrt(2)
+    basis = torch.einsum("ui,vj->uvij", d, d).reshape(size * size, size * size)
+    order = sorted(range(size * size), key=lambda r: (r // size + r % size, r // size))
+    return basis[order].float()
+
+
+class BlockAnalysis(nn.Module):
+    """F (C, H, W) -> y (M, H/8, W/8): a 1x1 projection to k components, 8x8 blocks, a 1x1 block
+    transform. Initialised as the DCT (orthonormal, lowest frequencies first); the projection is
+    set from the features' principal components before training (``FeatureCodec.initialise_block_transforms``).
+    Measured: F of the shipped FEM is nearly rank 2 per pixel (2 components keep 33.9 of 34.3 dB),
+    and this transform with plain rounding beats the strided convolutions of sci-codec-v1 after
+    their stage-c1 training by ~8 dB at a lower rate (docs/TRAINING.md)."""
+
+    def __init__(self, cin: int, components: int, cout: int):
+        super().__init__()
+        self.project = nn.Conv2d(cin, components, 1, bias=False)
+        self.transform = nn.Conv2d(components * BLOCK * BLOCK, cout, 1, bias=False)
+        with torch.no_grad():
+            self.project.weight.zero_()
+            for k in range(components):
+                self.project.weight[k, k % cin] = 1.0
+            self.transform.weight.copy_(_block_transform_weight(components, cout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.transform(F.pixel_unshuffle(self.project(x), BLOCK))
+
+
+class BlockSynthesis(nn.Module):
+    """The inverse of :class:`BlockAnalysis` (initialised as its transpose) and a 3x3 residual
+    refinement at full resolution that starts at zero (deblocking is learned)."""
+
+    def __init__(self, cin: int, components: int, cout: int, refine: bool = True):
+        super().__init__()
+        self.transform = nn.Conv2d(cin, components * BLOCK * BLOCK, 1, bias=False)
+        self.project = nn.Conv2d(components, cout, 1)
+        self.refine = _conv(cout, cout) if refine else None
+        with torch.no_grad():
+            self.transform.weight.copy_(_block_transform_weight(components, cin).transpose(0, 1))
+            self.project.weight.zero_()
+            self.project.bias.zero_()
+            for k in range(components):
+                self.project.weight[k % cout, k] = 1.0
+            if self.refine is not None:
+                self.refine.weight.zero_()
+                self.refine.bias.zero_()
+
+    def forward(self, y: Tensor) -> Tensor:
+        x = self.project(F.pixel_shuffle(self.transform(y), BLOCK))
+        return x if self.refine is None else x + self.refine(x)
+
+
+def _block_transform_weight(components: int, latents: int) -> Tensor:
+    """(latents, components * 64, 1, 1): the DCT of each component, lowest frequencies of all
+    components first, so that fewer latents than coefficients keep the low frequencies."""
+    basis = dct_basis()
+    per = BLOCK * BLOCK
+    weight = torch.zeros(latents, components * per)
+    rows = [(r, k) for r in range(per) for k in range(components)][:latents]
+    for index, (r, k) in enumerate(rows):
+        weight[index, k * per:(k + 1) * per] = basis[r]
+    return weight[:, :, None, None]
 
 
 def _round_half_up(x: Tensor) -> Tensor:
@@ -414,7 +508,7 @@ class ExactConv2d(nn.Conv2d):
 
 
 class ExactHyperSynthesis(nn.Module):
-    """Hyper-synthesis from z^ (1/64) to the y grid (1/16), evaluable in exact integer arithmetic.
+    """Hyper-synthesis from z^ to the y grid (4x finer), evaluable in exact integer arithmetic.
 
     Layers: 3x3 conv, two x2 sub-pixel up-samplings (3x3 conv + pixel shuffle, a permutation),
     crop to the y size, then one 1x1 output conv per head. ``forward(z_hat, size, exact)`` returns
@@ -572,6 +666,18 @@ def _train_quantize_y(gc: GaussianConditional, y: Tensor, scales: Tensor, means:
 # ------------------------------------------------------------------------------------- intra
 
 
+@torch.no_grad()
+def _start_entropy_parameters(synthesis: "ExactHyperSynthesis", config: FeatureCodecConfig,
+                              scale: float = 4.0) -> None:
+    """Zero means and scale ``scale`` everywhere to start with (block transforms: the coefficients
+    are large from the first step, and the smallest table scale would make their first rates huge)."""
+    synthesis.heads["scale"].weight.mul_(0.01)
+    synthesis.heads["scale"].bias.fill_(math.log(scale / config.scale_min) / config.scale_log_step)
+    if "mean" in synthesis.heads:
+        synthesis.heads["mean"].weight.zero_()
+        synthesis.heads["mean"].bias.zero_()
+
+
 class IntraCodec(nn.Module):
     """I-frame coder: mean-scale hyperprior with an exact hyper-synthesis, on padded features."""
 
@@ -579,13 +685,19 @@ class IntraCodec(nn.Module):
         super().__init__()
         self.config = c = config
         m, n = c.latent_channels, c.hyper_channels
-        self.g_a = _analysis(c.feature_channels, c.widths, m)
-        self.g_s = _synthesis(m, c.widths, c.feature_channels)
+        if c.transform == "block":
+            self.g_a = BlockAnalysis(c.feature_channels, c.block_components, m)
+            self.g_s = BlockSynthesis(m, c.block_components, c.feature_channels)
+        else:
+            self.g_a = _analysis(c.feature_channels, c.widths, m, c.latent_stride)
+            self.g_s = _synthesis(m, c.widths, c.feature_channels, c.latent_stride)
         self.h_a = _hyper_analysis(m, n)
         self.h_s = ExactHyperSynthesis(n, n, {"scale": m, "mean": m}, c.activation_bits, c.weight_bits)
         self.entropy_bottleneck = EntropyBottleneck(n)
         self.gaussian_conditional = GaussianConditional(None, scale_bound=c.scale_min)
         self.quality = QualityScales(c.qualities, m, c.quality_steps)
+        if c.transform == "block":
+            _start_entropy_parameters(self.h_s, c)
 
     def _y_params(self, z_hat: Tensor, size: Sequence[int]) -> tuple[Tensor, Tensor]:
         """Exact (CDF indexes, means) of y from the decoded z^ (both sides)."""
@@ -628,13 +740,23 @@ class IntraCodec(nn.Module):
 
 
 class ContextualDecoder(nn.Module):
-    """y^ (1/16) -> feature at full resolution, fused with the context by a 3x3 convolution."""
+    """y^ (1/latent_stride) -> feature at full resolution, fused with the context by a 3x3 convolution."""
 
     def __init__(self, config: FeatureCodecConfig):
         super().__init__()
         c = config
-        self.synthesis = _synthesis(c.latent_channels, c.widths, c.feature_channels)
+        if c.transform == "block":
+            # residual coding to start with: the decoded residual plus the context
+            self.synthesis = BlockSynthesis(c.latent_channels, c.block_components, c.feature_channels, refine=False)
+        else:
+            self.synthesis = _synthesis(c.latent_channels, c.widths, c.feature_channels, c.latent_stride)
         self.fuse = _conv(c.feature_channels + c.context_channels, c.feature_channels)
+        if c.transform == "block":
+            with torch.no_grad():
+                self.fuse.weight.zero_()
+                self.fuse.bias.zero_()
+                for k in range(c.context_channels):
+                    self.fuse.weight[k, c.feature_channels + k, 1, 1] = 1.0
 
     def forward(self, y_hat: Tensor, context: Tensor) -> Tensor:
         up = self.synthesis(y_hat)
@@ -666,10 +788,13 @@ class InterCodec(nn.Module):
         self.feature_adaptor = _conv(cf, cc, 1)
         # temporal prior, from the context area-averaged to 1/4
         self.temporal_prior_encoder = nn.Sequential(
-            _conv(cc, c.widths[1], stride=2), _act(), _conv(c.widths[1], m, stride=2)
+            _conv(cc, c.widths[1], stride=2), _act(), _conv(c.widths[1], m, stride=2 if c.latent_stride == 16 else 1)
         )
         # contextual coding
-        self.contextual_encoder = _analysis(cf + cc, c.widths, m)
+        if c.transform == "block":
+            self.contextual_encoder = BlockAnalysis(cf + cc, c.block_components, m)
+        else:
+            self.contextual_encoder = _analysis(cf + cc, c.widths, m, c.latent_stride)
         self.contextual_decoder = ContextualDecoder(c)
         self.hyper_analysis = _hyper_analysis(2 * m, n)
         self.hyper_synthesis = ExactHyperSynthesis(n, n, {"scale": m}, *bits)
@@ -677,6 +802,15 @@ class InterCodec(nn.Module):
         self.entropy_bottleneck = EntropyBottleneck(n)
         self.gaussian_conditional = GaussianConditional(None, scale_bound=c.scale_min)
         self.quality = QualityScales(c.qualities, m, c.quality_steps)
+        if c.transform == "block":
+            # start as residual coding without motion: context = reference, zero motion, zero means
+            with torch.no_grad():
+                self.feature_adaptor.weight.copy_(torch.eye(cc, cf)[:, :, None, None])
+                self.feature_adaptor.bias.zero_()
+                for layer in (self.motion_decoder[-1], self.entropy_fusion[-1]):
+                    layer.weight.zero_()
+                    layer.bias.zero_()
+            _start_entropy_parameters(self.hyper_synthesis, c)
 
     # --- stages shared by forward, compress and decompress
 
@@ -698,7 +832,7 @@ class InterCodec(nn.Module):
         return flow_warp(self.feature_adaptor(reference), motion)
 
     def temporal_prior(self, context: Tensor) -> Tensor:
-        """Prior features of y (1/16) from the context."""
+        """Prior features of y (1/latent_stride) from the context."""
         return self.temporal_prior_encoder(F.avg_pool2d(context, 4))
 
     def _motion_params(self, motion_z_hat: Tensor, size: Sequence[int]) -> tuple[Tensor, Tensor]:
@@ -829,6 +963,42 @@ class FeatureCodec(CompressionModel):
         self._feature_mean.copy_(torch.tensor(self.config.feature_mean).view(1, -1, 1, 1))
         self._feature_scale.copy_(torch.tensor(self.config.feature_scale).view(1, -1, 1, 1))
 
+    @torch.no_grad()
+    def initialise_block_transforms(self, features: Tensor, following: Tensor | None = None) -> None:
+        """Set the projections of the block transforms to the principal components of ``features``
+        (B, C, H, W) in the codec's normalised units (before training; a "block" transform only).
+        The contextual encoder starts coding the residual ``F - context`` (projection [P, -P]).
+
+        The scale heads of the hyper-syntheses start at each latent channel's RMS (the log-mean
+        over the qualities) of the I-frame coefficients and, given ``following`` (the features one
+        stride later), of the residual coefficients: in the scale table's units a head's bias
+        moves ~lr per step, so from a flat start the rates would take tens of thousands of steps
+        to come down (measured: 0.75 bits per pixel for P frames of a static scene after 300)."""
+        if self.config.transform != "block":
+            raise ValueError("only a 'block' transform codec has projections to initialise")
+        x = self._normalise(features).permute(0, 2, 3, 1).reshape(-1, self.config.feature_channels)
+        x = x - x.mean(dim=0)
+        _, vectors = torch.linalg.eigh(x.T.double() @ x.double())
+        basis = vectors.flip(1)[:, : self.config.block_components].T.float()  # (k, C), largest first
+        self.intra.g_a.project.weight.copy_(basis[:, :, None, None])
+        self.intra.g_s.project.weight.copy_(basis.T[:, :, None, None])
+        self.inter.contextual_encoder.project.weight.copy_(torch.cat([basis, -basis], dim=1)[:, :, None, None])
+        self.inter.contextual_decoder.synthesis.project.weight.copy_(basis.T[:, :, None, None])
+        normalised = pad_features(self._normalise(features))
+        self._start_scales(self.intra.h_s, self.intra.g_a(normalised), self.intra.quality)
+        if following is not None:
+            later = pad_features(self._normalise(following))
+            residual = self.inter.contextual_encoder(torch.cat([later, normalised], dim=1))
+            self._start_scales(self.inter.hyper_synthesis, residual, self.inter.quality)
+
+    def _start_scales(self, synthesis: "ExactHyperSynthesis", coefficients: Tensor, quality: "QualityScales") -> None:
+        c = self.config
+        codes = []
+        for q in range(c.qualities):
+            rms = (coefficients / quality.enc(torch.tensor([q]))).square().mean(dim=(0, 2, 3)).sqrt()
+            codes.append(torch.log(rms.clamp_min(c.scale_min) / c.scale_min) / c.scale_log_step)
+        synthesis.heads["scale"].bias.copy_(torch.stack(codes).mean(dim=0).clamp(0, c.scale_levels - 1))
+
     def _normalise(self, x: Tensor) -> Tensor:
         return (x - self._feature_mean) / self._feature_scale
 
@@ -941,7 +1111,7 @@ class FeatureCodec(CompressionModel):
         size = (x.shape[-2], x.shape[-1])
         xp = pad_features(self._normalise(x))
         q = self._quality(quality, x.shape[0], x.device)
-        sizes = latent_sizes(*size)
+        sizes = latent_sizes(*size, self.config.latent_stride)
         if reference is None:
             frame_type, out = "I", self.intra.compress(xp, q)
             shapes = {"x": size, "z": sizes["z"]}
@@ -983,7 +1153,7 @@ class FeatureCodec(CompressionModel):
             raise ValueError(f"shapes must give the feature size as shapes['x'] = (H, W), got {shapes!r}") from None
         if height < 1 or width < 1:
             raise ValueError(f"feature size must be positive, got {(height, width)}")
-        sizes = latent_sizes(height, width)
+        sizes = latent_sizes(height, width, self.config.latent_stride)
         for name in ("z", "motion_z") if frame_type == "P" else ("z",):
             if name in shapes and tuple(int(v) for v in shapes[name]) != sizes[name]:
                 raise ValueError(
@@ -1099,7 +1269,7 @@ def codec_cost(codec: FeatureCodec, height: int = 250, width: int = 400, gop: in
 
 __all__ = [
     "ExactConv2d", "ExactHyperSynthesis", "FMVR", "FRAME_TYPES", "FeatureCodec", "FeatureCodecConfig",
-    "IntraCodec", "InterCodec", "LATENT_NAMES", "PAD_MULTIPLE", "QualityScales", "ReferenceState",
+    "BlockAnalysis", "BlockSynthesis", "IntraCodec", "InterCodec", "dct_basis", "LATENT_NAMES", "PAD_MULTIPLE", "QualityScales", "ReferenceState",
     "TINY_CODEC_CONFIG", "codec_cost", "exact_to_real", "geometric_lambdas", "latent_sizes",
     "likelihood_bits", "pad_features", "padded_size", "scale_indexes", "scales_from_code", "string_bits",
 ]

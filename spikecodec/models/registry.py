@@ -66,6 +66,9 @@ class ModelSpec:
     base: str | None = None  # reconstructor, codec: FEM id whose features it analyses / codes; classifier: codec id
     analysis: str | None = None  # codec: id of the reconstructor that decodes its streams by default
     seed: int | None = None  # untrained: weights drawn from this seed, no file
+    # reconstructor, classifier: AFR reads the stream's FMVR-refined decoded motion (it was trained
+    # so, stage c2); otherwise AFR estimates motion from the decoded features, as in stage b
+    decoded_motion: bool = False
     description: str = ""
 
     @property
@@ -88,6 +91,12 @@ CODEC_V1 = FeatureCodecConfig(
                   -0.270523, 2.909738, -0.796188, 1.419391, -1.222606, 0.067436, -3.030525),
     feature_scale=(1.467327, 0.315963, 0.235495, 0.919286, 0.116364, 1.431784, 2.180694, 4.290771, 0.165266,
                    0.306979, 1.727708, 0.465776, 0.946297, 0.686748, 0.196908, 1.93198),
+)
+CODEC_V2 = FeatureCodecConfig(
+    transform="block", latent_stride=8, latent_channels=128, block_components=2, quality_steps=(6.4, 0.8),
+    lambdas=(32.0, 128.0, 512.0, 2048.0),
+    feature_mean=(1.786952, 0.519463, 0.064329, -1.603913, 0.357472, -2.1717, 2.848276, 5.80631, -0.377354, -0.197093, 2.509184, -0.69251, 1.206149, -1.072975, 0.033447, -2.579933),
+    feature_scale=(1.0,) * 16,
 )
 BASELINE_CNN = PlainCNNConfig()  # 41 frames, width 56, 6 layers: ~134k parameters, like SCI's ~138k
 
@@ -115,12 +124,22 @@ _SPECS = [
               description="feature codec with FMVR on sci-small-v1 features, qualities 0..3 (stages c1 + c2)"),
     ModelSpec("sci-codec-v1-recon", "reconstructor", SMALL_SCI.to_dict(), base="sci-small-v1",
               weights="sci-codec-v1-recon.safetensors", sha256="839671f36d3a91c1149535b48f9be7e28b067c85b77852139efd5f027487ffa6",
+              decoded_motion=True,
               description="AFR + reconstruction head fine-tuned on decoded sci-codec-v1 features (stage c2)"),
     ModelSpec("sci-codec-v1-mnist", "classifier", ClassifierConfig(fem=SMALL_SCI.fem).to_dict(), base="sci-codec-v1",
               weights="sci-codec-v1-mnist.safetensors",
               sha256="ff45997aa93c830f6c364377bd788a479dd54392d79ca45a323cc9400f192f5a",
               description="S-MNIST classifier (AFR + head) trained on uncompressed sci-small-v1 features only; "
                           "reads sci-codec-v1 streams (accuracy by rate: docs/BENCHMARKS.md)"),
+    ModelSpec("sci-codec-v2", "codec", CODEC_V2.to_dict(), base="sci-small-v1", analysis="sci-small-v1-recon",
+              weights="sci-codec-v2.safetensors", sha256="290d1efa4e34500493ae625ecc828d55612f904ac60144960c84b0160006f541",
+              description="feature codec with block transforms (PCA + DCT initialised) on sci-small-v1 features, "
+                          "qualities 0..3 (stage c1; decoded by the stage-b reconstructor)"),
+    ModelSpec("sci-codec-v2-mnist", "classifier", ClassifierConfig(fem=SMALL_SCI.fem).to_dict(), base="sci-codec-v2",
+              weights="sci-codec-v1-mnist.safetensors",
+              sha256="ff45997aa93c830f6c364377bd788a479dd54392d79ca45a323cc9400f192f5a",
+              description="the sci-codec-v1-mnist head (trained on uncompressed sci-small-v1 features only), "
+                          "for sci-codec-v2 streams"),
     ModelSpec("cnn-baseline-v1", "plain-cnn", BASELINE_CNN.to_dict(), weights="cnn-baseline-v1.safetensors",
               sha256="36b6a05c3d12d4f45d4d032cd4eb5c7dc47d08f1718eae078ae0116439824f46",
               description="plain CNN on 41 raw spike frames (benchmark baseline)"),
@@ -180,10 +199,16 @@ def _weights_path(spec: ModelSpec, weights_dir: Path) -> Path:
     return path
 
 
+def _canonical_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
+    """A codec config with the defaults of fields added after its weights were saved
+    (``latent_stride``), so that older files still match their registry entry."""
+    return FeatureCodecConfig.from_dict(config).to_dict() if kind == "codec" else config
+
+
 def _checked_tensors(spec: ModelSpec, weights_dir: Path) -> dict[str, torch.Tensor]:
     path = _weights_path(spec, weights_dir)
     tensors, metadata = load_weights(path)
-    if metadata.get("kind") not in (None, spec.kind) or config_of(metadata, path) != spec.config:
+    if metadata.get("kind") not in (None, spec.kind) or _canonical_config(spec.kind, config_of(metadata, path)) != spec.config:
         raise WeightsError(
             f"weights file {path} describes a {metadata.get('kind')!r} model whose config differs "
             f"from registry entry {spec.model_id!r}"
