@@ -11,6 +11,18 @@ decoded features in the FEM's units; reference states stay normalised. The FEM's
 an order of magnitude in mean and spread, and without it the transforms spent their first thousand
 steps learning offsets (measured: image MSE 0.009 against 0.016 after 180 steps of stage c1).
 
+**Transforms.** ``transform="conv"`` (sci-codec-v1): the strided convolutions below.
+``transform="block"`` (sci-codec-v2, the default model): :class:`BlockAnalysis` /
+:class:`BlockSynthesis` replace g_a / g_s and the contextual encoder / decoder's transforms: a 1x1
+projection to ``block_components`` components, 8x8 blocks and a 1x1 block transform (y at 1/8),
+set to PCA + DCT before training, with P frames starting as residual coding against the reference
+(zero motion, zero means) and the scale heads at the coefficients' spread
+(:meth:`FeatureCodec.initialise_block_transforms`). Why: F is nearly rank 2 per pixel, and after
+their training v1's convolutions lost more (23 dB without any quantisation, against 34 dB from
+uncompressed features) than this untrained transform does with rounding (31 dB); docs/TRAINING.md.
+With the block transform, feature_scale is 1 (centring only), so that the projection weighs the
+channels as the analysis sees them.
+
 **Intra (I) coding**, a mean-scale hyperprior in compressai's manner::
 
     y = g_a(F) / q_enc[q]          3x3 convolutions, y at 1/latent_stride resolution (4 or 3 of stride 2)
