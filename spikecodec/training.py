@@ -58,8 +58,10 @@ from spikecodec.models.sci import (
 )
 from spikecodec.models.weights_io import config_of, load_state, load_weights, save_weights
 
-STAGES = ("a", "b", "c1", "c2", "cnn")
-CODEC_STAGES = ("c1", "c2")
+STAGES = ("a", "b", "c1", "c2", "densities", "cnn")
+CODEC_STAGES = ("c1", "c2", "densities")
+# what the densities stage fits: the factorized priors of the hyper-latents
+HYPER_LATENTS = ("z", "motion_z")
 SMOOTH_NORMS = ("l1", "l2")
 SPEED_BIN_NAMES = ("slow", "medium", "fast")
 CHECKPOINT_VERSION = 1
@@ -75,7 +77,7 @@ class TrainConfig:
     model: dict[str, Any] = field(default_factory=dict)  # config of the trained model ({}: defaults)
     fem_weights: str | None = None  # stage b: stage-a output (fem.safetensors / dir) or registry id
     analysis_weights: str | None = None  # stages c1/c2: registry id of the stage-b reconstructor
-    codec_weights: str | None = None  # stage c2: stage-c1 output (directory or codec.safetensors)
+    codec_weights: str | None = None  # stages c2/densities: a trained codec (directory, codec.safetensors, registry id)
     codec_frames: int = 4  # stages c1/c2: moments coded per sample (one I frame, then P frames)
     feature_weight: float = 0.002  # stages c1/c2: weight of the feature MSE beside the image MSE
     steps: int = 3000
@@ -125,8 +127,8 @@ class TrainConfig:
             raise ValueError("stage b needs fem_weights: the output of stage a (or a registry id)")
         if self.stage in CODEC_STAGES and not self.analysis_weights:
             raise ValueError(f"stage {self.stage} needs analysis_weights: the registry id of a stage-b reconstructor")
-        if self.stage == "c2" and not self.codec_weights:
-            raise ValueError("stage c2 needs codec_weights: the output of stage c1")
+        if self.stage in ("c2", "densities") and not self.codec_weights:
+            raise ValueError(f"stage {self.stage} needs codec_weights: a trained codec (stage c1 or c2 output, or a registry id)")
         if isinstance(self.codec_frames, bool) or int(self.codec_frames) != self.codec_frames or self.codec_frames < 3:
             raise ValueError(f"codec_frames must be an integer >= 3 (I, P, and the moment's next neighbour), "
                              f"got {self.codec_frames!r}")
@@ -460,7 +462,11 @@ class CodecStage(nn.Module):
     stage-b analysis frozen (AFR on its own motion estimate); stage c2 freezes the FEM and
     everything the encoder computes alone or that sets the CDFs, and fine-tunes the decoder side
     (synthesis, motion decoder, context, entropy means, FMVR) with AFR and head, AFR reading the
-    FMVR-refined decoded motion.
+    FMVR-refined decoded motion. Stage "densities" takes a trained codec and refits only the
+    factorized priors (EntropyBottleneck densities) of z and motion z to the bits of the rounded
+    hyper-latents: their parameters move ~lr per step, far too slowly within a c1 run (measured on
+    sci-codec-v2 after 600 steps: z cost 3.4 bits per element, 0.21 bits per pixel, whatever the
+    quality or the scene), and since z^ is rounded around fixed medians nothing decoded changes.
     """
 
     def __init__(self, config: TrainConfig, analysis: SCIReconstructor, codec: nn.Module):
@@ -495,6 +501,10 @@ class CodecStage(nn.Module):
             parameter.requires_grad_(False)
         if self.train_config.stage == "c1":
             trainable = [self.codec]
+        elif self.train_config.stage == "densities":
+            from compressai.entropy_models import EntropyBottleneck
+
+            trainable = [m for m in self.codec.modules() if isinstance(m, EntropyBottleneck)]
         else:
             trainable = [self.analysis.afr, self.analysis.head] + self.codec.decoder_side_modules()
         for module in trainable:
@@ -506,6 +516,10 @@ class CodecStage(nn.Module):
                 parameter.requires_grad_(False)
 
     def set_mode(self, training: bool) -> None:
+        if self.train_config.stage == "densities":
+            # the densities are fitted to the rounded z the coder sees, not to noisy z
+            self.eval()
+            return
         self.train(training)
         self.fem.eval()
         if self.train_config.stage == "c1":
@@ -521,17 +535,30 @@ class CodecStage(nn.Module):
             features = _features_at(self.fem, spikes, t, offsets)
         state, decoded, motions = None, [], []
         bits = spikes.new_zeros(spikes.shape[0])
+        hyper_bits = spikes.new_zeros(spikes.shape[0])
         feature_mse = spikes.new_zeros(spikes.shape[0])
         for feature in features:
             out = self.codec(feature, quality, state)
             state = out["state"]
             decoded.append(out["x_hat"])
             motions.append(out["motion_refined"] if self.refined_motion else None)
-            for likelihoods in out["likelihoods"].values():
-                bits = bits + (-torch.log2(likelihoods)).sum(dim=(1, 2, 3))
+            for name, likelihoods in out["likelihoods"].items():
+                term = (-torch.log2(likelihoods)).sum(dim=(1, 2, 3))
+                bits = bits + term
+                if name in HYPER_LATENTS:
+                    hyper_bits = hyper_bits + term
             feature_mse = feature_mse + ((out["x_hat"] - feature) ** 2).mean(dim=(1, 2, 3)) / len(features)
+        pixels = len(features) * gt.shape[-2] * gt.shape[-1]
+        rate = bits / pixels
+        if config.stage == "densities":
+            # nothing else depends on the densities of z (z^ is rounded around fixed medians), so
+            # their bits are the whole loss; the image is made for validation only
+            terms = {"rate": rate.mean().detach(), "hyper_rate": (hyper_bits / pixels).mean().detach()}
+            image = None
+            if not torch.is_grad_enabled():
+                image = self.analysis.analyze(decoded[-3], decoded[-2], decoded[-1])["image"]
+            return (hyper_bits / pixels).mean(), terms, image
         image = self.analysis.analyze(decoded[-3], decoded[-2], decoded[-1], motion_prev=motions[-2])["image"]
-        rate = bits / (len(features) * gt.shape[-2] * gt.shape[-1])
         image_mse = ((image - gt) ** 2).mean(dim=(1, 2, 3))
         lambdas = torch.tensor(self.codec.config.lambdas, dtype=rate.dtype, device=rate.device)[quality]
         loss = (rate + lambdas * (image_mse + config.feature_weight * feature_mse)).mean()
@@ -610,8 +637,9 @@ def _build_codec_stage(config: TrainConfig, device: torch.device) -> CodecStage:
         codec = FeatureCodec(codec_config)
     else:
         if config.model:
-            raise ValueError("stage c2 takes the codec config from codec_weights; leave model empty")
-        # with its CDF tables: c2 leaves the entropy models frozen, so they stay valid
+            raise ValueError(f"stage {config.stage} takes the codec config from codec_weights; leave model empty")
+        # with its CDF tables: c2 leaves the entropy models frozen, so they stay valid (the
+        # densities stage rebuilds them at export)
         codec = load_codec_weights(config.codec_weights, device)  # type: ignore[arg-type]
     model = CodecStage(config, analysis, codec.to(device)).to(device)
     model.set_trainable()

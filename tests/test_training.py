@@ -276,11 +276,40 @@ def test_stage_c1_then_c2_export_a_working_codec(tmp_path):
     assert not torch.equal(before["fmvr.delta.weight"], after["fmvr.delta.weight"])
 
 
+def test_stage_densities_refits_only_the_hyper_priors(tmp_path):
+    from spikecodec.training import load_codec_weights
+
+    run(_codec_config("c1"), tmp_path / "c1")
+    result = run(_codec_config("densities", codec_weights=str(tmp_path / "c1"), steps=8, steps_per_epoch=8,
+                               lr=0.05, log_every=1), tmp_path / "d")
+    assert "codec.safetensors" in result.exported
+    log = [json.loads(line) for line in (tmp_path / "d" / "train_log.jsonl").read_text().splitlines()]
+    hyper = [entry["hyper_rate"] for entry in log if entry["event"] == "train"]
+    assert np.mean(hyper[-2:]) < np.mean(hyper[:2])
+
+    before = load_codec_weights(str(tmp_path / "c1")).eval()
+    after = load_codec_weights(str(tmp_path / "d")).eval()
+    moved = {name for name, value in after.state_dict().items()
+             if not torch.equal(value, before.state_dict()[name])}
+    assert moved and all("entropy_bottleneck" in name for name in moved), sorted(moved)[:5]
+    # z^ is rounded around unchanged medians: the same features decode to the same values
+    torch.manual_seed(0)
+    frames = [torch.randn(1, 4, 20, 28) for _ in range(3)]
+    state_before = state_after = None
+    for frame in frames:
+        coded_before = before.compress(frame, 1, state_before)
+        coded_after = after.compress(frame, 1, state_after)
+        decoded = after.decompress(coded_after["strings"], coded_after["shapes"], 1, state_after)
+        assert torch.equal(coded_before["x_hat"], decoded["x_hat"])
+        state_before, state_after = coded_before["state"], decoded["state"]
+
+
 def test_stage_c_needs_its_inputs():
     with pytest.raises(ValueError, match="analysis_weights"):
         TrainConfig(stage="c1")
-    with pytest.raises(ValueError, match="codec_weights"):
-        TrainConfig(stage="c2", analysis_weights="sci-tiny-test-recon")
+    for stage in ("c2", "densities"):
+        with pytest.raises(ValueError, match="codec_weights"):
+            TrainConfig(stage=stage, analysis_weights="sci-tiny-test-recon")
 
 
 def test_stage_c1_resumes_to_the_same_weights(tmp_path):

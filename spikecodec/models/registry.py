@@ -132,9 +132,9 @@ _SPECS = [
               description="S-MNIST classifier (AFR + head) trained on uncompressed sci-small-v1 features only; "
                           "reads sci-codec-v1 streams (accuracy by rate: docs/BENCHMARKS.md)"),
     ModelSpec("sci-codec-v2", "codec", CODEC_V2.to_dict(), base="sci-small-v1", analysis="sci-small-v1-recon",
-              weights="sci-codec-v2.safetensors", sha256="290d1efa4e34500493ae625ecc828d55612f904ac60144960c84b0160006f541",
+              weights="sci-codec-v2.safetensors", sha256="0a701c3def25fd692e012f2a3c37861e64ebbc6d488ec428e15c070898b17184",
               description="feature codec with block transforms (PCA + DCT initialised) on sci-small-v1 features, "
-                          "qualities 0..3 (stage c1; decoded by the stage-b reconstructor)"),
+                          "qualities 0..3 (stage c1, hyper-prior densities refitted; decoded by the stage-b reconstructor)"),
     ModelSpec("sci-codec-v2-mnist", "classifier", ClassifierConfig(fem=SMALL_SCI.fem).to_dict(), base="sci-codec-v2",
               weights="sci-codec-v1-mnist.safetensors",
               sha256="ff45997aa93c830f6c364377bd788a479dd54392d79ca45a323cc9400f192f5a",
