@@ -467,6 +467,7 @@ class CodecStage(nn.Module):
     hyper-latents: their parameters move ~lr per step, far too slowly within a c1 run (measured on
     sci-codec-v2 after 600 steps: z cost 3.4 bits per element, 0.21 bits per pixel, whatever the
     quality or the scene), and since z^ is rounded around fixed medians nothing decoded changes.
+    The priors become one per quality first (copies of the shared one), each fitted to its quality.
     """
 
     def __init__(self, config: TrainConfig, analysis: SCIReconstructor, codec: nn.Module):
@@ -641,6 +642,10 @@ def _build_codec_stage(config: TrainConfig, device: torch.device) -> CodecStage:
         # with its CDF tables: c2 leaves the entropy models frozen, so they stay valid (the
         # densities stage rebuilds them at export)
         codec = load_codec_weights(config.codec_weights, device)  # type: ignore[arg-type]
+        if config.stage == "densities":
+            from spikecodec.models.codec import with_hyperprior_per_quality
+
+            codec = with_hyperprior_per_quality(codec)
     model = CodecStage(config, analysis, codec.to(device)).to(device)
     model.set_trainable()
     return model

@@ -17,7 +17,7 @@ from spikecodec.bitstream import latent_hash
 from spikecodec.models.codec import (
     LATENT_NAMES, TINY_CODEC_CONFIG, ExactConv2d, FeatureCodec, FeatureCodecConfig, ReferenceState, codec_cost,
     exact_to_real, geometric_lambdas, latent_sizes, likelihood_bits, pad_features, scale_indexes,
-    string_bits,
+    string_bits, with_hyperprior_per_quality,
 )
 
 torch.set_num_threads(1)
@@ -238,6 +238,34 @@ def test_batch_with_one_quality_per_item(codec):
     assert len(encoded["strings"]["y"][0]) < len(encoded["strings"]["y"][1])
     decoded = codec.decompress(encoded["strings"], encoded["shapes"], quality)
     assert torch.equal(decoded["x_hat"], encoded["x_hat"])
+
+
+def test_hyperprior_per_quality_starts_as_the_shared_one_and_codes_mixed_batches(codec):
+    per_quality = with_hyperprior_per_quality(codec).eval()
+    assert per_quality.config.hyperprior_per_quality and not codec.config.hyperprior_per_quality
+    # make the priors differ, as the densities stage does, then rebuild the tables
+    with torch.no_grad():
+        for q, prior in enumerate(per_quality.inter.entropy_bottleneck):
+            prior.biases[0].add_(0.5 * q)
+    per_quality.update(force=True)
+    frames = moving_frames(3, 16, 24)
+    batch = [torch.cat([f, f]) for f in frames]
+    quality = torch.tensor([3, 0])
+    shared_state = state = decoded_state = None
+    for k, frame in enumerate(batch):
+        shared = codec.compress(frame, quality, shared_state)
+        encoded = per_quality.compress(frame, quality, state)
+        decoded = per_quality.decompress(encoded["strings"], encoded["shapes"], quality, decoded_state)
+        # same z^ (medians unchanged), so the same reconstruction as the shared prior gives
+        assert torch.equal(encoded["x_hat"], shared["x_hat"]) and torch.equal(decoded["x_hat"], shared["x_hat"])
+        for name in encoded["latents"]:
+            assert torch.equal(encoded["latents"][name], decoded["latents"][name]), (k, name)
+        if k > 0:  # P frames: each item's z is coded with its own quality's prior (quality 0's unchanged)
+            assert encoded["strings"]["z"][0] != shared["strings"]["z"][0]
+            assert encoded["strings"]["z"][1] == shared["strings"]["z"][1]
+        likelihoods = per_quality(frame, quality, None if k == 0 else state)["likelihoods"]
+        assert all(torch.isfinite(v).all() and v.shape[0] == 2 for v in likelihoods.values())
+        shared_state, state, decoded_state = shared["state"], encoded["state"], decoded["state"]
 
 
 def test_string_bits_close_to_the_likelihood_estimate(codec):

@@ -277,6 +277,7 @@ def test_stage_c1_then_c2_export_a_working_codec(tmp_path):
 
 
 def test_stage_densities_refits_only_the_hyper_priors(tmp_path):
+    from spikecodec.models.codec import with_hyperprior_per_quality
     from spikecodec.training import load_codec_weights
 
     run(_codec_config("c1"), tmp_path / "c1")
@@ -289,19 +290,21 @@ def test_stage_densities_refits_only_the_hyper_priors(tmp_path):
 
     before = load_codec_weights(str(tmp_path / "c1")).eval()
     after = load_codec_weights(str(tmp_path / "d")).eval()
-    moved = {name for name, value in after.state_dict().items()
-             if not torch.equal(value, before.state_dict()[name])}
+    assert not before.config.hyperprior_per_quality and after.config.hyperprior_per_quality
+    start = with_hyperprior_per_quality(before).state_dict()
+    moved = {name for name, value in after.state_dict().items() if not torch.equal(value, start[name])}
     assert moved and all("entropy_bottleneck" in name for name in moved), sorted(moved)[:5]
     # z^ is rounded around unchanged medians: the same features decode to the same values
     torch.manual_seed(0)
     frames = [torch.randn(1, 4, 20, 28) for _ in range(3)]
-    state_before = state_after = None
-    for frame in frames:
-        coded_before = before.compress(frame, 1, state_before)
-        coded_after = after.compress(frame, 1, state_after)
-        decoded = after.decompress(coded_after["strings"], coded_after["shapes"], 1, state_after)
-        assert torch.equal(coded_before["x_hat"], decoded["x_hat"])
-        state_before, state_after = coded_before["state"], decoded["state"]
+    for quality in (0, 3):
+        state_before = state_after = None
+        for frame in frames:
+            coded_before = before.compress(frame, quality, state_before)
+            coded_after = after.compress(frame, quality, state_after)
+            decoded = after.decompress(coded_after["strings"], coded_after["shapes"], quality, state_after)
+            assert torch.equal(coded_before["x_hat"], decoded["x_hat"])
+            state_before, state_after = coded_before["state"], decoded["state"]
 
 
 def test_stage_c_needs_its_inputs():

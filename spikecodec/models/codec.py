@@ -60,7 +60,10 @@ as the identity); the refined motion is returned as ``motion_refined`` for AFR.
 are learned steps ``q_enc[q]`` and ``q_dec[q]`` (DCVC-DC): y is divided by ``q_enc[q]`` before
 quantisation and multiplied by ``q_dec[q]`` after; likewise the motion latents with their own steps.
 The rate-distortion weight of each quality is ``config.lambdas[q]`` (loss = bits per feature pixel
-+ lambda * MSE of the feature). ``quality`` is an int or a (B,) tensor of ints.
++ lambda * MSE of the feature). ``quality`` is an int or a (B,) tensor of ints. With
+``hyperprior_per_quality`` the factorized priors of z and motion z are one per quality too
+(:func:`with_hyperprior_per_quality`; fitted by the training stage "densities"): one shared prior
+cost ~5x the entropy of z at quality 0, whose hyper-latents are nearly constant.
 
 **API** (fixed dictionary keys; frame type "I" when ``reference`` is None, "P" otherwise):
 
@@ -104,6 +107,7 @@ During training the same integer networks run in float32 with straight-through r
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import warnings
@@ -174,6 +178,9 @@ class FeatureCodecConfig:
     transform: str = "conv"
     block_components: int = 2
     qualities: int = 4
+    # one factorized prior of z (and of motion z) per quality instead of one shared by all: the
+    # hyper-latents' spread depends on the quality (set by the training stage "densities")
+    hyperprior_per_quality: bool = False
     lambdas: tuple[float, ...] = (64.0, 256.0, 1024.0, 4096.0)
     quality_steps: tuple[float, float] = (2.0, 0.25)
     scale_min: float = 0.11
@@ -221,6 +228,8 @@ class FeatureCodecConfig:
             if self.context_channels != self.feature_channels:
                 raise ValueError("a block transform needs context_channels == feature_channels (the context "
                                  "starts as the reference itself)")
+        if not isinstance(self.hyperprior_per_quality, bool):
+            raise ValueError(f"codec hyperprior_per_quality must be true or false, got {self.hyperprior_per_quality!r}")
         if len(self.widths) != 3 or any(not isinstance(w, int) or w < 1 for w in self.widths):
             raise ValueError(f"codec widths must be 3 positive integers, got {self.widths!r}")
         if len(self.lambdas) != self.qualities:
@@ -631,25 +640,59 @@ class QualityScales(nn.Module):
 # ---------------------------------------------------------------------------- entropy coding
 
 
+def _z_priors(channels: int, config: FeatureCodecConfig) -> nn.Module:
+    """The factorized prior of a hyper-latent: one EntropyBottleneck, or one per quality."""
+    if config.hyperprior_per_quality:
+        return nn.ModuleList(EntropyBottleneck(channels) for _ in range(config.qualities))
+    return EntropyBottleneck(channels)
+
+
+def _by_quality(priors: nn.Module, quality: Tensor) -> list[tuple[EntropyBottleneck, Tensor | None]]:
+    """(prior, indexes of the batch items it codes; None: all of them)."""
+    if isinstance(priors, EntropyBottleneck):
+        return [(priors, None)]
+    return [(priors[q], torch.nonzero(quality == q).reshape(-1)) for q in torch.unique(quality).tolist()]
+
+
 def _medians(eb: EntropyBottleneck, batch: int) -> Tensor:
     # (B, C, 1, 1), as EntropyBottleneck.compress/decompress expand them
     return eb._get_medians().detach().reshape(1, -1, 1, 1).expand(batch, -1, 1, 1)
 
 
-def _encode_z(eb: EntropyBottleneck, z: Tensor) -> tuple[list[bytes], Tensor, Tensor]:
+def _encode_z(priors: nn.Module, z: Tensor, quality: Tensor) -> tuple[list[bytes], Tensor, Tensor]:
     """(strings, int32 symbols, decoded z^) — z^ built exactly as the decoder builds it."""
-    medians = _medians(eb, z.shape[0])
-    strings = eb.compress(z)
-    symbols = eb.quantize(z, "symbols", medians)
-    return strings, symbols, eb.dequantize(symbols, medians)
+    strings: list[bytes] = [b""] * z.shape[0]
+    symbols = torch.empty(z.shape, dtype=torch.int32, device=z.device)
+    z_hat = torch.empty_like(z)
+    for eb, items in _by_quality(priors, quality):
+        part = z if items is None else z[items]
+        medians = _medians(eb, part.shape[0])
+        part_symbols = eb.quantize(part, "symbols", medians)
+        for k, string in zip(range(z.shape[0]) if items is None else items.tolist(), eb.compress(part)):
+            strings[k] = string
+        if items is None:
+            symbols, z_hat = part_symbols, eb.dequantize(part_symbols, medians)
+        else:
+            symbols[items], z_hat[items] = part_symbols, eb.dequantize(part_symbols, medians)
+    return strings, symbols, z_hat
 
 
-def _decode_z(eb: EntropyBottleneck, strings: list[bytes], size: Sequence[int]) -> tuple[Tensor, Tensor]:
-    batch, channels = len(strings), eb.channels
-    indexes = torch.arange(channels, dtype=torch.int32).view(1, -1, 1, 1).repeat(batch, 1, int(size[0]), int(size[1]))
-    symbols = EntropyModel.decompress(eb, list(strings), indexes, torch.int32)
-    medians = _medians(eb, batch)
-    return symbols, eb.dequantize(symbols, medians)
+def _decode_z(priors: nn.Module, strings: list[bytes], size: Sequence[int], quality: Tensor) -> tuple[Tensor, Tensor]:
+    outputs = []
+    for eb, items in _by_quality(priors, quality):
+        chosen = list(strings) if items is None else [strings[k] for k in items.tolist()]
+        batch, channels = len(chosen), eb.channels
+        indexes = torch.arange(channels, dtype=torch.int32).view(1, -1, 1, 1).repeat(
+            batch, 1, int(size[0]), int(size[1]))
+        symbols = EntropyModel.decompress(eb, chosen, indexes, torch.int32)
+        outputs.append((items, symbols, eb.dequantize(symbols, _medians(eb, batch))))
+    if len(outputs) == 1 and outputs[0][0] is None:
+        return outputs[0][1], outputs[0][2]
+    shape = (len(strings),) + tuple(outputs[0][1].shape[1:])
+    symbols, z_hat = outputs[0][1].new_empty(shape), outputs[0][2].new_empty(shape)
+    for items, part_symbols, part_hat in outputs:
+        symbols[items], z_hat[items] = part_symbols, part_hat
+    return symbols, z_hat
 
 
 def _encode_y(gc: GaussianConditional, y: Tensor, indexes: Tensor, means: Tensor) -> tuple[list[bytes], Tensor, Tensor]:
@@ -663,11 +706,19 @@ def _decode_y(gc: GaussianConditional, strings: list[bytes], indexes: Tensor, me
     return symbols, gc.dequantize(symbols, means)
 
 
-def _train_quantize_z(eb: EntropyBottleneck, z: Tensor) -> tuple[Tensor, Tensor]:
+def _train_quantize_z(priors: nn.Module, z: Tensor, quality: Tensor) -> tuple[Tensor, Tensor]:
     """(likelihoods, z^ with straight-through rounding around the medians) for forward()."""
-    _, likelihoods = eb(z)
-    medians = eb._get_medians().reshape(1, -1, 1, 1)
-    return likelihoods, quantize_ste(z - medians) + medians
+    likelihoods, z_hat = torch.empty_like(z), torch.empty_like(z)
+    for eb, items in _by_quality(priors, quality):
+        part = z if items is None else z[items]
+        _, part_likelihoods = eb(part)
+        medians = eb._get_medians().reshape(1, -1, 1, 1)
+        part_hat = quantize_ste(part - medians) + medians
+        if items is None:
+            return part_likelihoods, part_hat
+        likelihoods = likelihoods.index_copy(0, items, part_likelihoods)
+        z_hat = z_hat.index_copy(0, items, part_hat)
+    return likelihoods, z_hat
 
 
 def _train_quantize_y(gc: GaussianConditional, y: Tensor, scales: Tensor, means: Tensor) -> tuple[Tensor, Tensor]:
@@ -705,7 +756,7 @@ class IntraCodec(nn.Module):
             self.g_s = _synthesis(m, c.widths, c.feature_channels, c.latent_stride)
         self.h_a = _hyper_analysis(m, n)
         self.h_s = ExactHyperSynthesis(n, n, {"scale": m, "mean": m}, c.activation_bits, c.weight_bits)
-        self.entropy_bottleneck = EntropyBottleneck(n)
+        self.entropy_bottleneck = _z_priors(n, c)
         self.gaussian_conditional = GaussianConditional(None, scale_bound=c.scale_min)
         self.quality = QualityScales(c.qualities, m, c.quality_steps)
         if c.transform == "block":
@@ -719,7 +770,7 @@ class IntraCodec(nn.Module):
 
     def forward(self, xp: Tensor, quality: Tensor) -> dict[str, Any]:
         y = self.g_a(xp) / self.quality.enc(quality)
-        z_likelihoods, z_hat = _train_quantize_z(self.entropy_bottleneck, self.h_a(y))
+        z_likelihoods, z_hat = _train_quantize_z(self.entropy_bottleneck, self.h_a(y), quality)
         _, heads = self.h_s(z_hat, y.shape[-2:])
         scales = scales_from_code(heads["scale"], self.config)
         y_likelihoods, y_hat = _train_quantize_y(self.gaussian_conditional, y, scales, _clamp_means(heads["mean"]))
@@ -728,7 +779,7 @@ class IntraCodec(nn.Module):
 
     def compress(self, xp: Tensor, quality: Tensor) -> dict[str, Any]:
         y = self.g_a(xp) / self.quality.enc(quality)
-        z_strings, z_symbols, z_hat = _encode_z(self.entropy_bottleneck, self.h_a(y))
+        z_strings, z_symbols, z_hat = _encode_z(self.entropy_bottleneck, self.h_a(y), quality)
         indexes, means = self._y_params(z_hat, y.shape[-2:])
         y_strings, y_symbols, y_hat = _encode_y(self.gaussian_conditional, y, indexes, means)
         return {
@@ -739,7 +790,7 @@ class IntraCodec(nn.Module):
 
     def decompress(self, strings: dict[str, list[bytes]], sizes: dict[str, tuple[int, int]],
                    quality: Tensor) -> dict[str, Any]:
-        z_symbols, z_hat = _decode_z(self.entropy_bottleneck, strings["z"], sizes["z"])
+        z_symbols, z_hat = _decode_z(self.entropy_bottleneck, strings["z"], sizes["z"], quality)
         indexes, means = self._y_params(z_hat, sizes["y"])
         y_symbols, y_hat = _decode_y(self.gaussian_conditional, strings["y"], indexes, means)
         return {
@@ -792,7 +843,7 @@ class InterCodec(nn.Module):
         )
         self.motion_hyper_analysis = _hyper_analysis(mm, mn)
         self.motion_hyper_synthesis = ExactHyperSynthesis(mn, mn, {"scale": mm, "mean": mm}, *bits)
-        self.motion_entropy_bottleneck = EntropyBottleneck(mn)
+        self.motion_entropy_bottleneck = _z_priors(mn, c)
         self.motion_gaussian_conditional = GaussianConditional(None, scale_bound=c.scale_min)
         self.motion_quality = QualityScales(c.qualities, mm, c.quality_steps)
         self.motion_decoder = nn.Sequential(_up(mm, mw), _act(), _up(mw, mw), _act(), _conv(mw, 2))
@@ -811,7 +862,7 @@ class InterCodec(nn.Module):
         self.hyper_analysis = _hyper_analysis(2 * m, n)
         self.hyper_synthesis = ExactHyperSynthesis(n, n, {"scale": m}, *bits)
         self.entropy_fusion = nn.Sequential(_conv(n + m, m), _act(), _conv(m, m, 1))
-        self.entropy_bottleneck = EntropyBottleneck(n)
+        self.entropy_bottleneck = _z_priors(n, c)
         self.gaussian_conditional = GaussianConditional(None, scale_bound=c.scale_min)
         self.quality = QualityScales(c.qualities, m, c.quality_steps)
         if c.transform == "block":
@@ -865,7 +916,8 @@ class InterCodec(nn.Module):
     def forward(self, xp: Tensor, quality: Tensor, reference: Tensor) -> dict[str, Any]:
         flow = self.motion_estimation(xp, reference)
         my = self.motion_latent(flow, quality)
-        mz_likelihoods, mz_hat = _train_quantize_z(self.motion_entropy_bottleneck, self.motion_hyper_analysis(my))
+        mz_likelihoods, mz_hat = _train_quantize_z(
+            self.motion_entropy_bottleneck, self.motion_hyper_analysis(my), quality)
         _, mheads = self.motion_hyper_synthesis(mz_hat, my.shape[-2:])
         mscales = scales_from_code(mheads["scale"], self.config)
         my_likelihoods, my_hat = _train_quantize_y(
@@ -875,7 +927,8 @@ class InterCodec(nn.Module):
         context = self.motion_compensation(reference, motion)
         prior = self.temporal_prior(context)
         y = self.contextual_encoder(torch.cat([xp, context], dim=1)) / self.quality.enc(quality)
-        z_likelihoods, z_hat = _train_quantize_z(self.entropy_bottleneck, self.hyper_analysis(torch.cat([y, prior], 1)))
+        z_likelihoods, z_hat = _train_quantize_z(
+            self.entropy_bottleneck, self.hyper_analysis(torch.cat([y, prior], 1)), quality)
         hidden, heads = self.hyper_synthesis(z_hat, y.shape[-2:])
         scales = scales_from_code(heads["scale"], self.config)
         means = _clamp_means(self.entropy_fusion(torch.cat([hidden, prior], dim=1)))
@@ -887,7 +940,8 @@ class InterCodec(nn.Module):
     def compress(self, xp: Tensor, quality: Tensor, reference: Tensor) -> dict[str, Any]:
         flow = self.motion_estimation(xp, reference)
         my = self.motion_latent(flow, quality)
-        mz_strings, mz_symbols, mz_hat = _encode_z(self.motion_entropy_bottleneck, self.motion_hyper_analysis(my))
+        mz_strings, mz_symbols, mz_hat = _encode_z(
+            self.motion_entropy_bottleneck, self.motion_hyper_analysis(my), quality)
         mindexes, mmeans = self._motion_params(mz_hat, my.shape[-2:])
         my_strings, my_symbols, my_hat = _encode_y(self.motion_gaussian_conditional, my, mindexes, mmeans)
         # from here on the encoder follows the decoder's path (decoded motion, decoded z)
@@ -895,7 +949,8 @@ class InterCodec(nn.Module):
         context = self.motion_compensation(reference, motion)
         prior = self.temporal_prior(context)
         y = self.contextual_encoder(torch.cat([xp, context], dim=1)) / self.quality.enc(quality)
-        z_strings, z_symbols, z_hat = _encode_z(self.entropy_bottleneck, self.hyper_analysis(torch.cat([y, prior], 1)))
+        z_strings, z_symbols, z_hat = _encode_z(
+            self.entropy_bottleneck, self.hyper_analysis(torch.cat([y, prior], 1)), quality)
         indexes, means = self._y_params(z_hat, prior)
         y_strings, y_symbols, y_hat = _encode_y(self.gaussian_conditional, y, indexes, means)
         x_hat = self.contextual_decoder(y_hat * self.quality.dec(quality), context)
@@ -907,13 +962,14 @@ class InterCodec(nn.Module):
 
     def decompress(self, strings: dict[str, list[bytes]], sizes: dict[str, tuple[int, int]], quality: Tensor,
                    reference: Tensor) -> dict[str, Any]:
-        mz_symbols, mz_hat = _decode_z(self.motion_entropy_bottleneck, strings["motion_z"], sizes["motion_z"])
+        mz_symbols, mz_hat = _decode_z(
+            self.motion_entropy_bottleneck, strings["motion_z"], sizes["motion_z"], quality)
         mindexes, mmeans = self._motion_params(mz_hat, sizes["motion_y"])
         my_symbols, my_hat = _decode_y(self.motion_gaussian_conditional, strings["motion_y"], mindexes, mmeans)
         motion = self.decode_motion(my_hat, quality, sizes["padded"])
         context = self.motion_compensation(reference, motion)
         prior = self.temporal_prior(context)
-        z_symbols, z_hat = _decode_z(self.entropy_bottleneck, strings["z"], sizes["z"])
+        z_symbols, z_hat = _decode_z(self.entropy_bottleneck, strings["z"], sizes["z"], quality)
         indexes, means = self._y_params(z_hat, prior)
         y_symbols, y_hat = _decode_y(self.gaussian_conditional, strings["y"], indexes, means)
         x_hat = self.contextual_decoder(y_hat * self.quality.dec(quality), context)
@@ -1190,6 +1246,26 @@ class FeatureCodec(CompressionModel):
             "state": ReferenceState(out["x_hat"], size),
             "motion": motion, "motion_refined": refined,
         }
+
+
+def with_hyperprior_per_quality(codec: FeatureCodec) -> FeatureCodec:
+    """A copy of ``codec`` whose z and motion-z priors are one per quality, each starting as the
+    shared prior (same medians, so z^ and everything decoded stay as they were)."""
+    if codec.config.hyperprior_per_quality:
+        return copy.deepcopy(codec)
+    config = dataclasses.replace(codec.config, hyperprior_per_quality=True)
+    converted = FeatureCodec(config).to(next(codec.parameters()).device)
+    shared = ("intra.entropy_bottleneck.", "inter.entropy_bottleneck.", "inter.motion_entropy_bottleneck.")
+    state = {}
+    for key, value in codec.state_dict().items():
+        prefix = next((p for p in shared if key.startswith(p)), None)
+        if prefix is None:
+            state[key] = value
+            continue
+        for q in range(config.qualities):
+            state[f"{prefix}{q}.{key[len(prefix):]}"] = value.clone()
+    converted.load_state_dict(state)
+    return converted
 
 
 # -------------------------------------------------------------------------------------- cost

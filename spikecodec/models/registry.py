@@ -94,7 +94,7 @@ CODEC_V1 = FeatureCodecConfig(
 )
 CODEC_V2 = FeatureCodecConfig(
     transform="block", latent_stride=8, latent_channels=128, block_components=2, quality_steps=(6.4, 0.8),
-    lambdas=(32.0, 128.0, 512.0, 2048.0),
+    lambdas=(32.0, 128.0, 512.0, 2048.0), hyperprior_per_quality=True,
     feature_mean=(1.786952, 0.519463, 0.064329, -1.603913, 0.357472, -2.1717, 2.848276, 5.80631, -0.377354, -0.197093, 2.509184, -0.69251, 1.206149, -1.072975, 0.033447, -2.579933),
     feature_scale=(1.0,) * 16,
 )
@@ -132,9 +132,9 @@ _SPECS = [
               description="S-MNIST classifier (AFR + head) trained on uncompressed sci-small-v1 features only; "
                           "reads sci-codec-v1 streams (accuracy by rate: docs/BENCHMARKS.md)"),
     ModelSpec("sci-codec-v2", "codec", CODEC_V2.to_dict(), base="sci-small-v1", analysis="sci-small-v1-recon",
-              weights="sci-codec-v2.safetensors", sha256="0a701c3def25fd692e012f2a3c37861e64ebbc6d488ec428e15c070898b17184",
+              weights="sci-codec-v2.safetensors", sha256="9e8faa1b0356b7f716e5d21f51b644b826561a37ceb69383ce1d060f83bb60e2",
               description="feature codec with block transforms (PCA + DCT initialised) on sci-small-v1 features, "
-                          "qualities 0..3 (stage c1, hyper-prior densities refitted; decoded by the stage-b reconstructor)"),
+                          "qualities 0..3 (stage c1, then hyper-priors refitted, one per quality; decoded by the stage-b reconstructor)"),
     ModelSpec("sci-codec-v2-mnist", "classifier", ClassifierConfig(fem=SMALL_SCI.fem).to_dict(), base="sci-codec-v2",
               weights="sci-codec-v1-mnist.safetensors",
               sha256="ff45997aa93c830f6c364377bd788a479dd54392d79ca45a323cc9400f192f5a",
