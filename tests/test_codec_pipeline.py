@@ -214,7 +214,7 @@ def test_shipped_codec_round_trip_on_a_simulated_scene(tmp_path):
     truth = stream.intensity[decoded.moments]
     flat = np.full_like(truth, truth.mean())
     # trained weights: clearly better than the best constant image
-    assert psnr(truth, decoded.frames) > psnr(truth, flat) + 3  # measured: 23.1 against 18.2 dB
+    assert psnr(truth, decoded.frames) > psnr(truth, flat) + 3  # measured (sci-codec-v2): 30.7 against 18.2 dB
 
 
 def test_pipeline_with_latents_at_one_eighth(stream, tmp_path):

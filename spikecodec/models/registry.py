@@ -136,10 +136,10 @@ _SPECS = [
               description="feature codec with block transforms (PCA + DCT initialised) on sci-small-v1 features, "
                           "qualities 0..3 (stage c1, then hyper-priors refitted, one per quality; decoded by the stage-b reconstructor)"),
     ModelSpec("sci-codec-v2-mnist", "classifier", ClassifierConfig(fem=SMALL_SCI.fem).to_dict(), base="sci-codec-v2",
-              weights="sci-codec-v1-mnist.safetensors",
-              sha256="ff45997aa93c830f6c364377bd788a479dd54392d79ca45a323cc9400f192f5a",
-              description="the sci-codec-v1-mnist head (trained on uncompressed sci-small-v1 features only), "
-                          "for sci-codec-v2 streams"),
+              weights="sci-codec-v2-mnist.safetensors",
+              sha256="8fcce5e8fa438584afff0eb769c755694b55a024bb0600a413ec9ea5775a5198",
+              description="S-MNIST classifier (AFR + head): sci-codec-v1-mnist fine-tuned on sci-codec-v2 decoded "
+                          "features at every quality (and uncompressed ones a quarter of the time)"),
     ModelSpec("cnn-baseline-v1", "plain-cnn", BASELINE_CNN.to_dict(), weights="cnn-baseline-v1.safetensors",
               sha256="36b6a05c3d12d4f45d4d032cd4eb5c7dc47d08f1718eae078ae0116439824f46",
               description="plain CNN on 41 raw spike frames (benchmark baseline)"),
