@@ -2,7 +2,7 @@
 
     python benchmarks/bench_codec.py rd --results runs/eval/results.json [--write-docs]
     python benchmarks/bench_codec.py bits [--data data/smotion_test.h5] [--c1 runs/c1] [--compare sci-codec-v1] [--write-docs]
-    python benchmarks/bench_codec.py speed [--write-docs]
+    python benchmarks/bench_codec.py speed [--frames 2000] [--baseline sci-codec-v1] [--write-docs]
     python benchmarks/bench_codec.py memory [--gib 2.0] [--write-docs]
 
 - ``rd`` reads the results of ``spikecodec eval`` (ours at every quality, ours-raw / TFP41 / TFI
@@ -15,7 +15,8 @@
   reading the FMVR-refined decoded motion, or estimating motion itself), earlier registered codecs
   (``--compare``) and a stage-c1 codec with the stage-(b) analysis (``--c1``) (section ``codec-bits``);
 - ``speed``: encoder and decoder throughput at 250x400 with default settings (file I/O included,
-  medians), and MACs per moment of each side (section ``codec-speed``);
+  medians), the encoder of ``--baseline`` timed in the same run (the machine is shared: compare
+  ratios, not runs), and MACs per moment of each side (section ``codec-speed``);
 - ``memory``: peak resident memory of ``spikecodec encode`` on a generated ``.dat`` of at least
   ``--gib`` GiB, in a child process (section ``codec-memory``).
 """
@@ -284,7 +285,7 @@ def _write_test_dat(path: Path, frames: int, height: int = 250, width: int = 400
             writer.write(np.stack([next(spikes) for _ in range(min(1000, frames - start))]))
 
 
-def speed(frames: int, repeats: int, threads: int) -> tuple[dict, str]:
+def speed(frames: int, repeats: int, threads: int, baseline: str | None) -> tuple[dict, str]:
     from spikecodec.codec import decode_stream, encode_file, load_end_side
     from spikecodec.models.codec import codec_cost
     from spikecodec.models.cost import afr_cost, fem_cost, total_macs
@@ -297,8 +298,12 @@ def speed(frames: int, repeats: int, threads: int) -> tuple[dict, str]:
     with tempfile.TemporaryDirectory() as folder:
         dat, sci = Path(folder) / "s.dat", Path(folder) / "s.sci"
         _write_test_dat(dat, frames)
-        encode_times, decode_times = [], []
+        encode_times, decode_times, baseline_times = [], [], []
         for _ in range(repeats):
+            if baseline:  # interleaved with the shipped codec, so that both see the same machine load
+                started = time.perf_counter()
+                encode_file(dat, sci, force=True, model=baseline)
+                baseline_times.append(time.perf_counter() - started)
             started = time.perf_counter()
             result = encode_file(dat, sci, force=True)
             encode_times.append(time.perf_counter() - started)
@@ -317,8 +322,15 @@ def speed(frames: int, repeats: int, threads: int) -> tuple[dict, str]:
         "fem_macs_per_moment": fem_macs, "codec_encoder_macs_per_moment": cost["gop_average"]["encoder"],
         "decoder_macs_per_moment": cost["gop_average"]["decoder"] + analysis_macs,
         "codec_decoder_macs_per_moment": cost["gop_average"]["decoder"], "analysis_macs_per_moment": analysis_macs,
-        "bpp": result.bpp,
+        "bpp": result.bpp, "baseline": baseline, "baseline_encode_seconds": baseline_times,
     }
+    baseline_rows = []
+    if baseline:
+        baseline_s = statistics.median(baseline_times)
+        report["baseline_encoder_frames_per_s"] = frames / baseline_s
+        baseline_rows = [f"| encoder, `{baseline}` (same run, interleaved) | {frames / baseline_s:.0f} | "
+                         f"{1000 * baseline_s / result.frames:.0f} | shipped / baseline time: "
+                         f"{encode_s / baseline_s:.2f} |"]
     g = 1e9
     text = "\n".join([
         "## Codec speed at 250x400", "",
@@ -329,6 +341,7 @@ def speed(frames: int, repeats: int, threads: int) -> tuple[dict, str]:
         f"| encoder (FEM + codec + bitstream) | {report['encoder_frames_per_s']:.0f} | "
         f"{1000 * encode_s / result.frames:.0f} | {report['encoder_macs_per_moment'] / g:.2f} "
         f"(FEM {fem_macs / g:.2f} + codec {cost['gop_average']['encoder'] / g:.2f}) |",
+        *baseline_rows,
         f"| decoder (codec + FMVR + AFR + head) | {report['decoder_frames_per_s']:.0f} | "
         f"{1000 * decode_s / result.frames:.0f} | {report['decoder_macs_per_moment'] / g:.2f} "
         f"(codec {cost['gop_average']['decoder'] / g:.2f} + analysis {analysis_macs / g:.2f}) |",
@@ -372,6 +385,8 @@ def main() -> None:
     parser.add_argument("--compare", default="sci-codec-v1", help="bits: registered codecs beside the shipped one")
     parser.add_argument("--per-bin", type=int, default=1, help="bits: sequences per speed bin")
     parser.add_argument("--frames", type=int, default=2000, help="speed: spike frames of the test stream")
+    parser.add_argument("--baseline", default="sci-codec-v1",
+                        help="speed: a registered codec whose encoder is timed in the same run ('' for none)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--gib", type=float, default=2.0)
@@ -383,7 +398,7 @@ def main() -> None:
         ensure_test_split(args.data, seed=0)  # the seed of the committed S-Motion test split
         report, text = bits(args.data, args.c1, [c for c in args.compare.split(",") if c], args.per_bin)
     elif args.part == "speed":
-        report, text = speed(args.frames, args.repeats, args.threads)
+        report, text = speed(args.frames, args.repeats, args.threads, args.baseline or None)
     else:
         report, text = memory(args.gib)
     _save(args.part, report)
