@@ -1,7 +1,7 @@
 """The feature codec on the S-Motion test split: rate-distortion, bits, ablations, speed, memory.
 
     python benchmarks/bench_codec.py rd --results runs/eval/results.json [--write-docs]
-    python benchmarks/bench_codec.py bits [--data data/smotion_test.h5] [--c1 runs/c1] [--compare sci-codec-v1] [--write-docs]
+    python benchmarks/bench_codec.py bits [--data data/smotion_test.h5] [--c1 runs/c1,OTHER.safetensors] [--compare sci-codec-v1] [--write-docs]
     python benchmarks/bench_codec.py speed [--frames 2000] [--baseline sci-codec-v1] [--write-docs]
     python benchmarks/bench_codec.py memory [--gib 2.0] [--write-docs]
 
@@ -10,10 +10,12 @@
   per speed bin), BD-rates against the analyze-then-compress anchors, and the bpp at which ours
   first reaches the PSNR of TFP41 on the raw spikes (section ``codec-rd``);
 - ``bits``: on the test sequences, for every quality, the entropy-coded payload of the real
-  streams against the likelihood estimate of the same features, the container overhead as a share
+  streams against their entropy estimate (the likelihoods of the coded symbols under the coder's
+  own integer-path scales and means, as ``FeatureCodec.compress`` reports them), the container overhead as a share
   of the file, and the ablations: the shipped streams decoded with the other motion input (AFR
   reading the FMVR-refined decoded motion, or estimating motion itself), earlier registered codecs
-  (``--compare``) and a stage-c1 codec with the stage-(b) analysis (``--c1``) (section ``codec-bits``);
+  (``--compare``) and unregistered codec weights (e.g. stage-c1 outputs) with the stage-(b) analysis
+  (``--c1``) (section ``codec-bits``);
 - ``speed``: encoder and decoder throughput at 250x400 with default settings (file I/O included,
   medians), the encoder of ``--baseline`` timed in the same run (the machine is shared: compare
   ratios, not runs), and MACs per moment of each side (section ``codec-speed``);
@@ -174,19 +176,20 @@ def _subset(items: list, per_bin: int) -> list:
 
 @torch.no_grad()
 def _estimated_payload_bits(fem, codec, spikes: np.ndarray, moments: np.ndarray, quality: int, gop: int) -> float:
-    """Bits the likelihoods of the codec's forward pass (rounding, eval mode) give the same features."""
+    """Entropy of the symbols the coder writes for the same features, under the coder's own (exact,
+    integer-path) scales and means: what the rANS strings should cost."""
     from spikecodec.models.fem import extract_features
 
     codec.eval()
     bits, state = 0.0, None
     for index, feature in enumerate(extract_features(fem, spikes, moments)):
-        out = codec(feature[None], quality, None if index % gop == 0 else state)
+        out = codec.compress(feature[None], quality, None if index % gop == 0 else state)
         state = out["state"]
         bits += float(sum((-torch.log2(l)).sum() for l in out["likelihoods"].values()))
     return bits
 
 
-def bits(data: Path, c1: Path | None, compare: list[str], per_bin: int) -> tuple[dict, str]:
+def bits(data: Path, c1: list[Path], compare: list[str], per_bin: int) -> tuple[dict, str]:
     from spikecodec.anchors import score_frames
     from spikecodec.codec import EndSide, decode_stream, encode_reader, load_end_side, reads_decoded_motion
     from spikecodec.evaluation import iter_items
@@ -202,10 +205,12 @@ def bits(data: Path, c1: Path | None, compare: list[str], per_bin: int) -> tuple
     decoded_motion = None
     for codec_id in compare:
         variants.append((codec_id, load_end_side(codec_id), None, None))
-    if c1 is not None and c1.exists():
+    for source in c1:
         from spikecodec.training import load_codec_weights
 
-        path = c1 / "codec.safetensors" if c1.is_dir() else c1
+        path = source / "codec.safetensors" if source.is_dir() else source
+        if not path.exists():
+            raise SystemExit(f"--c1: no codec weights at {path}")
         codec_c1 = load_codec_weights(str(path)).eval()
         variants.append((f"{path.stem} + stage-b analysis", EndSide("codec-c1", sha256_of_file(path), shipped.fem,
                                                                     codec_c1),
@@ -243,7 +248,9 @@ def bits(data: Path, c1: Path | None, compare: list[str], per_bin: int) -> tuple
              f"The shipped codec `{DEFAULT_CODEC_MODEL}` (decoded by `{analysis}`) on {len(items)} S-Motion test "
              f"sequences ({per_bin} per speed bin: {', '.join(i.name.split(':')[-1] for i in items)}), every moment "
              f"of each stream, {_machine()}.", "",
-             "Payload (the entropy-coded strings) against the likelihood estimate of the same features, and the "
+             "Payload (the entropy-coded strings) against its entropy estimate (the likelihoods of the coded "
+             "symbols under the scales and means the coder used; compressai's rANS tables have 16-bit precision, "
+             "so a symbol the model deems rarer than 2^-16 costs the coder less than its estimate), and the "
              "container (preamble, header, unit framing, CRCs, seek index, end unit) as a share of the file:", "",
              "| quality | bpp | payload / estimate | container share of the file |", "| --- | --- | --- | --- |"]
     for quality, entries in sorted(rows["shipped"].items()):
@@ -380,8 +387,9 @@ def main() -> None:
     parser.add_argument("part", choices=["rd", "bits", "speed", "memory"])
     parser.add_argument("--results", type=Path, default=ROOT / "runs" / "eval" / "results.json")
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "smotion_test.h5")
-    parser.add_argument("--c1", type=Path, default=ROOT / "spikecodec" / "models" / "weights" / "ablation-codec-c1.safetensors",
-                        help="bits: a stage-c1 codec, decoded by the stage-b analysis (default: sci-codec-v1 before c2)")
+    parser.add_argument("--c1", default=str(ROOT / "spikecodec" / "models" / "weights" / "ablation-codec-c1.safetensors"),
+                        help="bits: codec weights files (comma-separated; e.g. stage-c1 outputs), each decoded by the "
+                             "stage-b analysis ('' for none; default: sci-codec-v1 before c2)")
     parser.add_argument("--compare", default="sci-codec-v1", help="bits: registered codecs beside the shipped one")
     parser.add_argument("--per-bin", type=int, default=1, help="bits: sequences per speed bin")
     parser.add_argument("--frames", type=int, default=2000, help="speed: spike frames of the test stream")
@@ -396,7 +404,8 @@ def main() -> None:
         report, text = rd(args.results)
     elif args.part == "bits":
         ensure_test_split(args.data, seed=0)  # the seed of the committed S-Motion test split
-        report, text = bits(args.data, args.c1, [c for c in args.compare.split(",") if c], args.per_bin)
+        report, text = bits(args.data, [Path(c) for c in args.c1.split(",") if c],
+                            [c for c in args.compare.split(",") if c], args.per_bin)
     elif args.part == "speed":
         report, text = speed(args.frames, args.repeats, args.threads, args.baseline or None)
     else:

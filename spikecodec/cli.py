@@ -529,9 +529,12 @@ EVAL_PARTIAL_FAILURE_EXIT = 3
               help="Threads per coder and per torch process [default: the coders' own; with "
                    "--jobs, cpus / jobs].")
 @click.option("--force", is_flag=True, help="Replace results already in the output directory.")
+@click.option("--update", is_flag=True,
+              help="Keep the results in the output directory and replace only the rows of the --methods run "
+                   "now (same other settings), e.g. --methods ours after a codec changed.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def eval_command(inputs, out_dir, jobs, stride, qps, gop, methods, codecs, model_id, codec_model, limit,
-                 threads, force, no_progress):
+                 threads, force, update, no_progress):
     """Rate-distortion points of our codec and of the anchors on INPUTS.
 
     INPUTS are S-Motion / S-MNIST .h5 files (every sequence or clip is one input) or JSON
@@ -560,7 +563,7 @@ def eval_command(inputs, out_dir, jobs, stride, qps, gop, methods, codecs, model
         summary = evaluate(
             inputs, out_dir, stride=stride, qps=qp_list, gop=gop, methods=method_names, codecs=codec_list,
             model_id=model_id, codec_model=codec_model, limit=limit, jobs=jobs, threads=threads,
-            progress=not no_progress, force=force,
+            progress=not no_progress, force=force, update=update,
         )
     except (EvaluationError, ValueError, OSError) as error:
         raise click.ClickException(str(error)) from None

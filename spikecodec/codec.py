@@ -117,7 +117,7 @@ def encode_reader(
     from tqdm import tqdm
 
     from spikecodec.bitstream import FrameUnit, LatentHasher, SciWriter, SequenceHeader
-    from spikecodec.models.codec import LATENT_NAMES, latent_sizes
+    from spikecodec.models.codec import latent_sizes
     from spikecodec.models.fem import extract_features
     from spikecodec.moments import moments_for
 
@@ -154,7 +154,7 @@ def encode_reader(
                     reference = None if index % gop == 0 else state
                     coded = codec.compress(feature[None], int(quality), reference)
                     state = coded["state"]
-                    names = LATENT_NAMES[coded["frame_type"]]
+                    names = tuple(coded["strings"])  # LATENT_NAMES order; a motionless P frame has fewer
                     writer.write_frame(FrameUnit.make(coded["frame_type"], index, int(moments[index]), {
                         name: (sizes[name], coded["strings"][name]) for name in names
                     }))
@@ -238,13 +238,15 @@ def reads_decoded_motion(header: Any, analysis: str | None) -> bool:
     return _analysis_spec(header, analysis).decoded_motion
 
 
-def _frame_strings(frame: Any, names: tuple[str, ...], sizes: dict[str, tuple[int, int]]) -> dict[str, list[bytes]]:
+def _frame_strings(frame: Any, kind: str, sizes: dict[str, tuple[int, int]]) -> dict[str, list[bytes]]:
     from spikecodec.bitstream import MalformedUnit
+    from spikecodec.models.codec import LATENT_NAMES, MOTIONLESS_P_NAMES
 
     present = tuple(latent.name for latent in frame.latents)
-    if present != names:
+    allowed = (LATENT_NAMES[kind],) + ((MOTIONLESS_P_NAMES,) if kind == "P" else ())
+    if present not in allowed:
         raise MalformedUnit(f"frame {frame.moment_index}: latents {list(present)}, a {frame.frame_type.name} "
-                            f"frame has {list(names)}")
+                            f"frame has {' or '.join(str(list(names)) for names in allowed)}")
     strings = {}
     for latent in frame.latents:
         if tuple(latent.shape) != tuple(sizes[latent.name]) or len(latent.strings) != 1:
@@ -258,7 +260,7 @@ def _frame_strings(frame: Any, names: tuple[str, ...], sizes: dict[str, tuple[in
 def _decoded_features(codec: Any, header: Any, frames: Iterator[Any], hasher: Any) -> Iterator[tuple[int, Any, Any]]:
     """(moment index, decoded feature, refined motion or None) per frame unit, in stream order."""
     from spikecodec.bitstream import FrameType, MalformedUnit
-    from spikecodec.models.codec import LATENT_NAMES, latent_sizes
+    from spikecodec.models.codec import latent_sizes
 
     sizes = latent_sizes(header.height, header.width, codec.config.latent_stride)
     shapes = {"x": (header.height, header.width), "z": sizes["z"], "motion_z": sizes["motion_z"]}
@@ -270,13 +272,12 @@ def _decoded_features(codec: Any, header: Any, frames: Iterator[Any], hasher: An
         kind = "I" if frame.frame_type == FrameType.I else "P"
         if kind == "P" and state is None:
             raise MalformedUnit(f"frame {frame.moment_index} is a P frame with no decoded reference before it")
-        names = LATENT_NAMES[kind]
-        out = codec.decompress(_frame_strings(frame, names, sizes), shapes, header.quality,
+        out = codec.decompress(_frame_strings(frame, kind, sizes), shapes, header.quality,
                                None if kind == "I" else state)
         state = out["state"]
         if hasher is not None:
-            for name in names:
-                hasher.update(out["latents"][name][0].cpu().numpy())
+            for latents in out["latents"].values():  # in the frame unit's order
+                hasher.update(latents[0].cpu().numpy())
         expected = frame.moment_index + 1
         yield frame.moment_index, out["x_hat"], out["motion_refined"]
 

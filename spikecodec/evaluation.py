@@ -797,6 +797,7 @@ def evaluate(
     threads: int | None = None,
     progress: bool = True,
     force: bool = False,
+    update: bool = False,
 ) -> EvalSummary:
     """Evaluate every item of ``inputs`` and write ``out_dir/results.json`` and ``results.csv``.
 
@@ -806,7 +807,10 @@ def evaluate(
     ``qps`` with intra period ``gop``; ``model_id``: the learned reconstruction for ``ours-raw``;
     ``limit``: at most that many items per input file; ``jobs``: items evaluated in that many
     processes (each coder / torch then gets ``threads``, default cpus / jobs); existing results
-    are kept unless ``force``. Failed items are error rows; the others go on.
+    are kept unless ``force``, or with ``update`` the rows of the methods run now replace theirs and
+    the other methods' rows stay (the other settings must be those of the existing results): one
+    method, e.g. a new codec, is re-evaluated without re-running the anchors. Failed items are error
+    rows; the others go on.
     """
     from tqdm import tqdm
 
@@ -832,8 +836,25 @@ def evaluate(
     json_path, csv_path = out_dir / "results.json", out_dir / "results.csv"
     if out_dir.exists() and not out_dir.is_dir():
         raise EvaluationError(f"{out_dir}: exists and is not a directory")
-    if not force and (json_path.exists() or csv_path.exists()):
-        raise EvaluationError(f"{out_dir} already holds results; use --force to replace them")
+    if force and update:
+        raise EvaluationError("choose --force (replace the results) or --update (replace some methods' rows)")
+    if not force and not update and (json_path.exists() or csv_path.exists()):
+        raise EvaluationError(f"{out_dir} already holds results; use --force to replace them, or --update to "
+                              "replace only the rows of the methods run now")
+    kept_rows, kept_errors, kept_methods = [], [], []
+    if update and json_path.exists():
+        previous = load_results(out_dir)
+        before = previous.get("settings", {})
+        now = {"inputs": [str(p) for p in inputs], "stride": stride, "qps": list(qps), "gop": gop,
+               "codecs": list(codecs), "model_id": model_id, "limit": limit, "codec_model": codec_model}
+        differ = [k for k, v in now.items() if k in before and before[k] != v]
+        if differ:
+            raise EvaluationError(f"{out_dir} holds results of other settings ({', '.join(differ)}: "
+                                  f"{', '.join(repr(before[k]) for k in differ)}); use the same ones, or --force")
+        kept_rows = [row for row in previous["rows"] if _requested_method(row) not in methods]
+        kept_errors = [e for e in previous.get("errors", []) if e.get("method") != "*"
+                       and _requested_method({"method": e.get("method"), "reconstruction": None}) not in methods]
+        kept_methods = [m for m in before.get("methods", []) if m not in methods]
     out_dir.mkdir(parents=True, exist_ok=True)
 
     run_options, skipped = _preflight(requested)
@@ -920,6 +941,11 @@ def evaluate(
         bar.close()
 
     rows = [row for number in sorted(rows_by_item) for row in rows_by_item[number]]
+    if kept_rows:
+        order = {name: k for k, name in enumerate(dict.fromkeys(r["input"] for r in kept_rows + rows))}
+        rows = sorted(kept_rows + rows, key=lambda row: order[row["input"]])  # stable: methods stay grouped
+        errors = kept_errors + errors
+        methods = tuple(m for m in DEFAULT_METHODS if m in methods or m in kept_methods)
     document = {
         "format": RESULTS_FORMAT, "version": RESULTS_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -928,7 +954,7 @@ def evaluate(
             "qps": list(run_options.qps), "gop": run_options.gop,
             "methods": list(methods), "codecs": list(requested.codecs),
             "codecs_run": list(run_options.codecs), "model_id": model_id, "limit": limit,
-            "jobs": jobs, "threads": threads, "conversion_rate": run_options.rate,
+            "jobs": jobs, "threads": threads, "conversion_rate": run_options.rate, "codec_model": codec_model,
         },
         "environment": _environment(),
         "items": items, "failed_items": failed,
@@ -943,6 +969,14 @@ def evaluate(
 
 # ---------------------------------------------------------------------------------------------
 # BD-rate reports
+
+
+def _requested_method(row: dict[str, Any]) -> str:
+    """The ``methods`` entry a result row comes from (ours, tfp41, tfi, ours-raw or lossless)."""
+    if row.get("method") == OURS:
+        return OURS
+    family = row.get("reconstruction") or str(row.get("method", "")).split("+")[0]
+    return family if family in RECONSTRUCTIONS else LOSSLESS
 
 
 def load_results(results_dir: str | os.PathLike) -> dict[str, Any]:

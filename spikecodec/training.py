@@ -60,7 +60,7 @@ from spikecodec.models.weights_io import config_of, load_state, load_weights, sa
 
 STAGES = ("a", "b", "c1", "c2", "densities", "cnn")
 CODEC_STAGES = ("c1", "c2", "densities")
-# what the densities stage fits: the factorized priors of the hyper-latents
+# the hyper-latents, whose bits the training logs report apart
 HYPER_LATENTS = ("z", "motion_z")
 SMOOTH_NORMS = ("l1", "l2")
 SPEED_BIN_NAMES = ("slow", "medium", "fast")
@@ -78,7 +78,7 @@ class TrainConfig:
     fem_weights: str | None = None  # stage b: stage-a output (fem.safetensors / dir) or registry id
     analysis_weights: str | None = None  # stages c1/c2: registry id of the stage-b reconstructor
     codec_weights: str | None = None  # stages c2/densities: a trained codec (directory, codec.safetensors, registry id)
-    codec_frames: int = 4  # stages c1/c2: moments coded per sample (one I frame, then P frames)
+    codec_frames: int = 4  # codec stages: moments coded per sample (one I frame, then P frames)
     feature_weight: float = 0.002  # stages c1/c2: weight of the feature MSE beside the image MSE
     steps: int = 3000
     steps_per_epoch: int = 250
@@ -462,12 +462,15 @@ class CodecStage(nn.Module):
     stage-b analysis frozen (AFR on its own motion estimate); stage c2 freezes the FEM and
     everything the encoder computes alone or that sets the CDFs, and fine-tunes the decoder side
     (synthesis, motion decoder, context, entropy means, FMVR) with AFR and head, AFR reading the
-    FMVR-refined decoded motion. Stage "densities" takes a trained codec and refits only the
-    factorized priors (EntropyBottleneck densities) of z and motion z to the bits of the rounded
-    hyper-latents: their parameters move ~lr per step, far too slowly within a c1 run (measured on
-    sci-codec-v2 after 600 steps: z cost 3.4 bits per element, 0.21 bits per pixel, whatever the
-    quality or the scene), and since z^ is rounded around fixed medians nothing decoded changes.
-    The priors become one per quality first (copies of the shared one), each fitted to its quality.
+    FMVR-refined decoded motion. Stage "densities" takes a trained codec and refits only what sets
+    probabilities but no decoded value (``FeatureCodec.probability_parameters``: the factorized
+    priors of z and motion z, the scale heads, the per-quality scale offsets) to the bits of the rounded latents, over chains of
+    ``codec_frames`` moments as long as the coder's GOPs: the priors' parameters move ~lr per step,
+    far too slowly within a c1 run (measured on sci-codec-v2 after 600 steps: z cost 3.4 bits per
+    element, 0.21 bits per pixel, whatever the quality or the scene), and the scales learnt on
+    I,P,P,P chains were too narrow for the drift of long P chains (P-frame y at quality 0 ~18%
+    dearer than with per-channel refitted scales). Nothing decoded changes. The priors become one
+    per quality first (copies of the shared one), each fitted to its quality.
     """
 
     def __init__(self, config: TrainConfig, analysis: SCIReconstructor, codec: nn.Module):
@@ -503,9 +506,9 @@ class CodecStage(nn.Module):
         if self.train_config.stage == "c1":
             trainable = [self.codec]
         elif self.train_config.stage == "densities":
-            from compressai.entropy_models import EntropyBottleneck
-
-            trainable = [m for m in self.codec.modules() if isinstance(m, EntropyBottleneck)]
+            trainable = []
+            for parameter in self.codec.probability_parameters():
+                parameter.requires_grad_(True)
         else:
             trainable = [self.analysis.afr, self.analysis.head] + self.codec.decoder_side_modules()
         for module in trainable:
@@ -552,13 +555,13 @@ class CodecStage(nn.Module):
         pixels = len(features) * gt.shape[-2] * gt.shape[-1]
         rate = bits / pixels
         if config.stage == "densities":
-            # nothing else depends on the densities of z (z^ is rounded around fixed medians), so
-            # their bits are the whole loss; the image is made for validation only
+            # nothing decoded depends on what this stage fits, so the bits are the whole loss; the
+            # image is made for validation only
             terms = {"rate": rate.mean().detach(), "hyper_rate": (hyper_bits / pixels).mean().detach()}
             image = None
             if not torch.is_grad_enabled():
                 image = self.analysis.analyze(decoded[-3], decoded[-2], decoded[-1])["image"]
-            return (hyper_bits / pixels).mean(), terms, image
+            return rate.mean(), terms, image
         image = self.analysis.analyze(decoded[-3], decoded[-2], decoded[-1], motion_prev=motions[-2])["image"]
         image_mse = ((image - gt) ** 2).mean(dim=(1, 2, 3))
         lambdas = torch.tensor(self.codec.config.lambdas, dtype=rate.dtype, device=rate.device)[quality]

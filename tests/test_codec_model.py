@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from spikecodec.bitstream import latent_hash
 from spikecodec.models.codec import (
-    LATENT_NAMES, TINY_CODEC_CONFIG, ExactConv2d, FeatureCodec, FeatureCodecConfig, ReferenceState, codec_cost,
+    LATENT_NAMES, MOTIONLESS_P_NAMES, TINY_CODEC_CONFIG, ExactConv2d, FeatureCodec, FeatureCodecConfig, ReferenceState, codec_cost,
     exact_to_real, geometric_lambdas, latent_sizes, likelihood_bits, pad_features, scale_indexes,
     string_bits, with_hyperprior_per_quality,
 )
@@ -169,8 +169,8 @@ def test_invalid_inputs_are_refused(codec):
     with pytest.raises(ValueError, match="ReferenceState"):
         codec.compress(x, 0, state.feature)
     encoded = codec.compress(x, 0)
-    with pytest.raises(ValueError, match="strings"):
-        codec.decompress(encoded["strings"], encoded["shapes"], 0, state)  # I strings as a P frame
+    with pytest.raises(ValueError, match="strings"):  # a P frame needs z and y (and motion, or none)
+        codec.decompress({"z": encoded["strings"]["z"]}, encoded["shapes"], 0, state)
     with pytest.raises(ValueError, match="shapes"):
         codec.decompress(encoded["strings"], {"x": (16, 16), "z": (9, 9)}, 0)
     with pytest.raises(ValueError, match="shapes"):
@@ -208,6 +208,31 @@ def test_gop_round_trip_is_exact(codec):
     assert hash_enc == hash_dec
     # P frames really code something that changes from frame to frame
     assert not torch.equal(encoded[1]["latents"]["y"], encoded[2]["latents"]["y"])
+
+
+def test_motionless_p_frames_omit_the_motion_latents_and_decode_exactly():
+    model = build_codec(seed=3)
+    # a motion path that codes nothing: no latents, no hyper-latents, zero means
+    with torch.no_grad():
+        for module in (model.inter.motion_encoder, model.inter.motion_hyper_analysis,
+                       model.inter.motion_hyper_synthesis.heads["mean"]):
+            for parameter in module.parameters():
+                parameter.zero_()
+    model.update(force=True)
+    frames = moving_frames(3, 20, 28)
+    for quality in (0, QUALITY):
+        encoded = encode_gop(model, frames, quality)
+        decoded = decode_gop(model, encoded, quality)
+        for enc, dec in zip(encoded[1:], decoded[1:]):
+            assert list(enc["strings"]) == list(enc["latents"]) == list(dec["latents"]) == list(MOTIONLESS_P_NAMES)
+            assert torch.equal(enc["x_hat"], dec["x_hat"]) and torch.equal(enc["latents"]["y"], dec["latents"]["y"])
+            assert torch.equal(dec["motion"], decode_gop(model, [encoded[0], dict(enc, strings=dict(
+                enc["strings"]))], quality)[1]["motion"])
+    # frames whose motion codes something keep every latent (the shared fixture's random motion path)
+    assert all(list(e["strings"]) == list(LATENT_NAMES["P"]) for e in encode_gop(build_codec(), frames, QUALITY)[1:])
+    with pytest.raises(ValueError, match="needs strings"):
+        model.decompress({"motion_z": [b""], "z": [b""], "y": [b""]}, encoded[1]["shapes"], QUALITY,
+                         encoded[0]["state"])
 
 
 BLOCK_CONFIG = dataclasses.replace(TINY_CODEC_CONFIG, latent_stride=8, transform="block", block_components=2)
@@ -276,12 +301,15 @@ def test_string_bits_close_to_the_likelihood_estimate(codec):
         encoded = codec.compress(frame, QUALITY, state)
         state = encoded["state"]
         actual = string_bits(encoded["strings"])
-        report.append((encoded["frame_type"], round(estimate, 1), actual))
+        # the likelihoods compress reports: of the coded symbols, under the coder's own parameters
+        exact = likelihood_bits(encoded["likelihoods"]).item()
+        report.append((encoded["frame_type"], round(estimate, 1), round(exact, 1), actual))
         strings = len(encoded["strings"])
         # rANS adds a flushed 32-bit state and word alignment per string (<= 56 bits); random
         # weights on a tiny input, so the bound is loose
         assert abs(actual - estimate) <= 0.05 * estimate + 64 * strings, report
-    print("estimated vs actual bits:", report)
+        assert abs(actual - exact) <= 0.03 * exact + 64 * strings, report
+    print("estimated (training path, coder's parameters) vs actual bits:", report)
 
 
 def test_quality_index_changes_the_rate(codec):

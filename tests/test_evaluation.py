@@ -313,3 +313,33 @@ def test_eval_smnist_clips_score_the_middle_frame(tmp_path):
     assert row["input"] == "smnist_tiny.h5:clip_0000"
     assert row["frames_scored"] == 1  # ground truth at spike frame 40 only
     assert row["psnr"] > 15.0
+
+
+def test_eval_update_replaces_only_the_methods_run(tmp_path):
+    item = _tiny_item()
+    save_spikes(tmp_path / "scene.dat", item.spikes)
+    np.savez(tmp_path / "gt.npz", gt=item.gt, spike_index=np.arange(100))
+    entries = [{"path": "scene.dat", "height": 32, "width": 48, "ground_truth": "gt.npz", "name": f"s{k}"}
+               for k in range(2)]
+    (tmp_path / "m.json").write_text(json.dumps({"inputs": entries}))
+    inputs, out = [tmp_path / "m.json"], tmp_path / "out"
+    first = evaluate(inputs, out, methods=("tfp41", "tfi"), codecs=(), progress=False)
+    with pytest.raises(EvaluationError, match="--update"):
+        evaluate(inputs, out, methods=("lossless",), codecs=(), progress=False)
+    added = evaluate(inputs, out, methods=("lossless",), codecs=(), progress=False, update=True)
+    document = evaluation.load_results(out)
+    methods = [row["method"] for row in document["rows"]]
+    assert {"tfp41", "tfi", "raw", "zstd-19", "xz-9"} <= set(methods)
+    assert document["settings"]["methods"] == ["tfp41", "tfi", "lossless"]
+    assert [row["input"] for row in document["rows"]] == sorted(row["input"] for row in document["rows"])
+    assert len(added.rows) == len(document["rows"]) > len(first.rows)  # the summary describes the file
+    # running a method again replaces its rows instead of adding copies
+    evaluate(inputs, out, methods=("tfi",), codecs=(), progress=False, update=True)
+    again = evaluation.load_results(out)["rows"]
+    assert sorted(r["method"] for r in again) == sorted(methods)
+    with open(out / "results.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == len(again)
+    with pytest.raises(EvaluationError, match="stride"):
+        evaluate(inputs, out, methods=("tfi",), codecs=(), stride=10, progress=False, update=True)
+    with pytest.raises(EvaluationError, match="choose"):
+        evaluate(inputs, out, methods=("tfi",), codecs=(), progress=False, update=True, force=True)

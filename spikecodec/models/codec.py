@@ -75,10 +75,14 @@ cost ~5x the entropy of z at quality 0, whose hyper-latents are nearly constant.
 * ``compress(x, quality, reference=None)`` (after ``update()``) -> ``{"frame_type", "strings",
   "shapes", "latents", "x_hat", "state"}``: ``strings[name]`` a list of bytes per batch item,
   ``shapes`` ``{"x": (H, W), "z": (h, w)}`` (+ ``"motion_z"`` for P), ``latents[name]`` the int32
-  symbols the entropy coder saw (for the bitstream's end hash), in :data:`LATENT_NAMES` order;
-  ``x_hat`` is the encoder's own decoded reconstruction and ``state`` the next reference.
+  symbols the entropy coder saw (for the bitstream's end hash), in :data:`LATENT_NAMES` order,
+  except that a P frame whose motion symbols are all zero leaves ``motion_z`` and ``motion_y``
+  out (:data:`MOTIONLESS_P_NAMES`); ``likelihoods[name]`` those symbols' likelihoods under the
+  coder's own parameters; ``x_hat`` is the encoder's own decoded reconstruction and ``state`` the
+  next reference.
 * ``decompress(strings, shapes, quality, reference=None)`` -> ``{"frame_type", "x_hat", "latents",
-  "state", "motion", "motion_refined"}``.
+  "state", "motion", "motion_refined"}``; a P frame's strings without the motion latents decode
+  them as zeros.
 
 **Determinism.** A decoder must pick the same CDF for every symbol as the encoder did, in another
 process, with another thread count, on another device. Rounding float outputs to a grid only makes a
@@ -130,6 +134,10 @@ from spikecodec.models.cost import OpCost, _hook_layer_macs, total_macs
 BLOCK = 8  # block size of the "block" transform
 PAD_MULTIPLE = 16  # the motion latents (and y at latent_stride 16) are at 1/16 resolution
 LATENT_NAMES: dict[str, tuple[str, ...]] = {"I": ("z", "y"), "P": ("motion_z", "motion_y", "z", "y")}
+MOTION_NAMES = ("motion_z", "motion_y")
+# a P frame whose motion symbols are all zero omits them (their strings and entries would cost ~64
+# bytes a frame for no information); the decoder then takes them as zeros
+MOTIONLESS_P_NAMES = tuple(name for name in LATENT_NAMES["P"] if name not in MOTION_NAMES)
 FRAME_TYPES = ("I", "P")
 _ACTIVATION_LIMIT = 2**15 - 1  # integer activations of the exact networks lie in [0, 2^15)
 _WEIGHT_LIMIT = 2**15 - 1  # integer weights in [-2^15 + 1, 2^15 - 1]
@@ -619,7 +627,9 @@ def _clamp_means(means: Tensor) -> Tensor:
 
 
 class QualityScales(nn.Module):
-    """Learned per-quality, per-channel quantisation steps (DCVC-DC): ``enc(q)`` and ``dec(q)``."""
+    """Learned per-quality, per-channel quantisation steps (DCVC-DC): ``enc(q)`` and ``dec(q)``;
+    and a per-quality, per-channel offset of the scale code (in scale-table steps), which picks
+    the CDFs only: the densities stage fits it to each quality's actual residuals."""
 
     def __init__(self, qualities: int, channels: int, steps: tuple[float, float]):
         super().__init__()
@@ -629,12 +639,28 @@ class QualityScales(nn.Module):
             logs = torch.linspace(math.log(steps[0]), math.log(steps[1]), qualities)
         self.log_enc = nn.Parameter(logs.view(-1, 1).repeat(1, channels).clone())
         self.log_dec = nn.Parameter(logs.view(-1, 1).repeat(1, channels).clone())
+        self.scale_offset = nn.Parameter(torch.zeros(qualities, channels))
 
     def enc(self, quality: Tensor) -> Tensor:
         return torch.exp(self.log_enc[quality])[:, :, None, None]
 
     def dec(self, quality: Tensor) -> Tensor:
         return torch.exp(self.log_dec[quality])[:, :, None, None]
+
+    def offset_code(self, code: Tensor, quality: Tensor, bits: int | None = None) -> Tensor:
+        """``code`` plus the quality's offsets: the float path's code in table steps
+        (``bits=None``), or the exact path's integer code in units of 2^-bits (offsets rounded
+        to that grid, so both sides add the same integers)."""
+        offset = self.scale_offset[quality][:, :, None, None]
+        if bits is None:
+            return code + offset
+        return code + torch.round(offset.detach().to(torch.float64) * 2.0**bits)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # weights saved before the offsets existed decode as they did: offsets 0
+        if prefix + "log_enc" in state_dict and prefix + "scale_offset" not in state_dict:
+            state_dict[prefix + "scale_offset"] = torch.zeros_like(self.scale_offset)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 # ---------------------------------------------------------------------------- entropy coding
@@ -659,22 +685,25 @@ def _medians(eb: EntropyBottleneck, batch: int) -> Tensor:
     return eb._get_medians().detach().reshape(1, -1, 1, 1).expand(batch, -1, 1, 1)
 
 
-def _encode_z(priors: nn.Module, z: Tensor, quality: Tensor) -> tuple[list[bytes], Tensor, Tensor]:
-    """(strings, int32 symbols, decoded z^) — z^ built exactly as the decoder builds it."""
+def _encode_z(priors: nn.Module, z: Tensor, quality: Tensor) -> tuple[list[bytes], Tensor, Tensor, Tensor]:
+    """(strings, int32 symbols, decoded z^, likelihoods of the coded symbols) — z^ built exactly as
+    the decoder builds it."""
     strings: list[bytes] = [b""] * z.shape[0]
     symbols = torch.empty(z.shape, dtype=torch.int32, device=z.device)
-    z_hat = torch.empty_like(z)
+    z_hat, likelihoods = torch.empty_like(z), torch.empty_like(z)
     for eb, items in _by_quality(priors, quality):
         part = z if items is None else z[items]
         medians = _medians(eb, part.shape[0])
         part_symbols = eb.quantize(part, "symbols", medians)
         for k, string in zip(range(z.shape[0]) if items is None else items.tolist(), eb.compress(part)):
             strings[k] = string
+        part_likelihoods = eb(part, training=False)[1]
         if items is None:
-            symbols, z_hat = part_symbols, eb.dequantize(part_symbols, medians)
+            symbols, z_hat, likelihoods = part_symbols, eb.dequantize(part_symbols, medians), part_likelihoods
         else:
             symbols[items], z_hat[items] = part_symbols, eb.dequantize(part_symbols, medians)
-    return strings, symbols, z_hat
+            likelihoods[items] = part_likelihoods
+    return strings, symbols, z_hat, likelihoods
 
 
 def _decode_z(priors: nn.Module, strings: list[bytes], size: Sequence[int], quality: Tensor) -> tuple[Tensor, Tensor]:
@@ -695,10 +724,30 @@ def _decode_z(priors: nn.Module, strings: list[bytes], size: Sequence[int], qual
     return symbols, z_hat
 
 
-def _encode_y(gc: GaussianConditional, y: Tensor, indexes: Tensor, means: Tensor) -> tuple[list[bytes], Tensor, Tensor]:
+def _encode_y(gc: GaussianConditional, y: Tensor, indexes: Tensor,
+              means: Tensor) -> tuple[list[bytes], Tensor, Tensor, Tensor]:
+    """(strings, int32 symbols, y^, likelihoods under the very scales and means the coder used)."""
     strings = gc.compress(y, indexes, means)
     symbols = gc.quantize(y, "symbols", means)
-    return strings, symbols, gc.dequantize(symbols, means)
+    likelihoods = gc(y, gc.scale_table[indexes.long()], means, training=False)[1]
+    return strings, symbols, gc.dequantize(symbols, means), likelihoods
+
+
+def _zero_z(priors: nn.Module, batch: int, size: Sequence[int], quality: Tensor) -> tuple[Tensor, Tensor]:
+    """(symbols, z^) of a hyper-latent whose symbols are all zero (z^ = the medians), as
+    :func:`_decode_z` would decode them."""
+    outputs = []
+    for eb, items in _by_quality(priors, quality):
+        count = batch if items is None else len(items)
+        symbols = torch.zeros((count, eb.channels, int(size[0]), int(size[1])), dtype=torch.int32)
+        outputs.append((items, symbols, eb.dequantize(symbols, _medians(eb, count))))
+    if len(outputs) == 1 and outputs[0][0] is None:
+        return outputs[0][1], outputs[0][2]
+    shape = (batch,) + tuple(outputs[0][1].shape[1:])
+    symbols, z_hat = outputs[0][1].new_empty(shape), outputs[0][2].new_empty(shape)
+    for items, part_symbols, part_hat in outputs:
+        symbols[items], z_hat[items] = part_symbols, part_hat
+    return symbols, z_hat
 
 
 def _decode_y(gc: GaussianConditional, strings: list[bytes], indexes: Tensor, means: Tensor) -> tuple[Tensor, Tensor]:
@@ -762,36 +811,38 @@ class IntraCodec(nn.Module):
         if c.transform == "block":
             _start_entropy_parameters(self.h_s, c)
 
-    def _y_params(self, z_hat: Tensor, size: Sequence[int]) -> tuple[Tensor, Tensor]:
+    def _y_params(self, z_hat: Tensor, size: Sequence[int], quality: Tensor) -> tuple[Tensor, Tensor]:
         """Exact (CDF indexes, means) of y from the decoded z^ (both sides)."""
         _, heads = self.h_s(z_hat, size, exact=True)
-        indexes = scale_indexes(heads["scale"], self.h_s.head_bits, self.config.scale_levels)
-        return indexes, _clamp_means(exact_to_real(heads["mean"], self.h_s.head_bits))
+        bits = self.h_s.head_bits
+        indexes = scale_indexes(self.quality.offset_code(heads["scale"], quality, bits), bits, self.config.scale_levels)
+        return indexes, _clamp_means(exact_to_real(heads["mean"], bits))
 
     def forward(self, xp: Tensor, quality: Tensor) -> dict[str, Any]:
         y = self.g_a(xp) / self.quality.enc(quality)
         z_likelihoods, z_hat = _train_quantize_z(self.entropy_bottleneck, self.h_a(y), quality)
         _, heads = self.h_s(z_hat, y.shape[-2:])
-        scales = scales_from_code(heads["scale"], self.config)
+        scales = scales_from_code(self.quality.offset_code(heads["scale"], quality), self.config)
         y_likelihoods, y_hat = _train_quantize_y(self.gaussian_conditional, y, scales, _clamp_means(heads["mean"]))
         x_hat = self.g_s(y_hat * self.quality.dec(quality))
         return {"x_hat": x_hat, "likelihoods": {"z": z_likelihoods, "y": y_likelihoods}}
 
     def compress(self, xp: Tensor, quality: Tensor) -> dict[str, Any]:
         y = self.g_a(xp) / self.quality.enc(quality)
-        z_strings, z_symbols, z_hat = _encode_z(self.entropy_bottleneck, self.h_a(y), quality)
-        indexes, means = self._y_params(z_hat, y.shape[-2:])
-        y_strings, y_symbols, y_hat = _encode_y(self.gaussian_conditional, y, indexes, means)
+        z_strings, z_symbols, z_hat, z_likelihoods = _encode_z(self.entropy_bottleneck, self.h_a(y), quality)
+        indexes, means = self._y_params(z_hat, y.shape[-2:], quality)
+        y_strings, y_symbols, y_hat, y_likelihoods = _encode_y(self.gaussian_conditional, y, indexes, means)
         return {
             "strings": {"z": z_strings, "y": y_strings},
             "latents": {"z": z_symbols, "y": y_symbols},
+            "likelihoods": {"z": z_likelihoods, "y": y_likelihoods},
             "x_hat": self.g_s(y_hat * self.quality.dec(quality)),
         }
 
     def decompress(self, strings: dict[str, list[bytes]], sizes: dict[str, tuple[int, int]],
                    quality: Tensor) -> dict[str, Any]:
         z_symbols, z_hat = _decode_z(self.entropy_bottleneck, strings["z"], sizes["z"], quality)
-        indexes, means = self._y_params(z_hat, sizes["y"])
+        indexes, means = self._y_params(z_hat, sizes["y"], quality)
         y_symbols, y_hat = _decode_y(self.gaussian_conditional, strings["y"], indexes, means)
         return {
             "latents": {"z": z_symbols, "y": y_symbols},
@@ -898,16 +949,18 @@ class InterCodec(nn.Module):
         """Prior features of y (1/latent_stride) from the context."""
         return self.temporal_prior_encoder(F.avg_pool2d(context, 4))
 
-    def _motion_params(self, motion_z_hat: Tensor, size: Sequence[int]) -> tuple[Tensor, Tensor]:
+    def _motion_params(self, motion_z_hat: Tensor, size: Sequence[int], quality: Tensor) -> tuple[Tensor, Tensor]:
         _, heads = self.motion_hyper_synthesis(motion_z_hat, size, exact=True)
         bits = self.motion_hyper_synthesis.head_bits
-        indexes = scale_indexes(heads["scale"], bits, self.config.scale_levels)
+        code = self.motion_quality.offset_code(heads["scale"], quality, bits)
+        indexes = scale_indexes(code, bits, self.config.scale_levels)
         return indexes, _clamp_means(exact_to_real(heads["mean"], bits))
 
-    def _y_params(self, z_hat: Tensor, prior: Tensor) -> tuple[Tensor, Tensor]:
+    def _y_params(self, z_hat: Tensor, prior: Tensor, quality: Tensor) -> tuple[Tensor, Tensor]:
         """CDF indexes (exact, hyperprior only) and means (hyperprior + temporal prior) of y."""
         hidden, heads = self.hyper_synthesis(z_hat, prior.shape[-2:], exact=True)
-        indexes = scale_indexes(heads["scale"], self.hyper_synthesis.head_bits, self.config.scale_levels)
+        bits = self.hyper_synthesis.head_bits
+        indexes = scale_indexes(self.quality.offset_code(heads["scale"], quality, bits), bits, self.config.scale_levels)
         hidden = exact_to_real(hidden, self.hyper_synthesis.activation_bits)
         return indexes, _clamp_means(self.entropy_fusion(torch.cat([hidden, prior], dim=1)))
 
@@ -919,7 +972,7 @@ class InterCodec(nn.Module):
         mz_likelihoods, mz_hat = _train_quantize_z(
             self.motion_entropy_bottleneck, self.motion_hyper_analysis(my), quality)
         _, mheads = self.motion_hyper_synthesis(mz_hat, my.shape[-2:])
-        mscales = scales_from_code(mheads["scale"], self.config)
+        mscales = scales_from_code(self.motion_quality.offset_code(mheads["scale"], quality), self.config)
         my_likelihoods, my_hat = _train_quantize_y(
             self.motion_gaussian_conditional, my, mscales, _clamp_means(mheads["mean"])
         )
@@ -930,7 +983,7 @@ class InterCodec(nn.Module):
         z_likelihoods, z_hat = _train_quantize_z(
             self.entropy_bottleneck, self.hyper_analysis(torch.cat([y, prior], 1)), quality)
         hidden, heads = self.hyper_synthesis(z_hat, y.shape[-2:])
-        scales = scales_from_code(heads["scale"], self.config)
+        scales = scales_from_code(self.quality.offset_code(heads["scale"], quality), self.config)
         means = _clamp_means(self.entropy_fusion(torch.cat([hidden, prior], dim=1)))
         y_likelihoods, y_hat = _train_quantize_y(self.gaussian_conditional, y, scales, means)
         x_hat = self.contextual_decoder(y_hat * self.quality.dec(quality), context)
@@ -940,37 +993,47 @@ class InterCodec(nn.Module):
     def compress(self, xp: Tensor, quality: Tensor, reference: Tensor) -> dict[str, Any]:
         flow = self.motion_estimation(xp, reference)
         my = self.motion_latent(flow, quality)
-        mz_strings, mz_symbols, mz_hat = _encode_z(
+        mz_strings, mz_symbols, mz_hat, mz_likelihoods = _encode_z(
             self.motion_entropy_bottleneck, self.motion_hyper_analysis(my), quality)
-        mindexes, mmeans = self._motion_params(mz_hat, my.shape[-2:])
-        my_strings, my_symbols, my_hat = _encode_y(self.motion_gaussian_conditional, my, mindexes, mmeans)
+        mindexes, mmeans = self._motion_params(mz_hat, my.shape[-2:], quality)
+        my_strings, my_symbols, my_hat, my_likelihoods = _encode_y(
+            self.motion_gaussian_conditional, my, mindexes, mmeans)
         # from here on the encoder follows the decoder's path (decoded motion, decoded z)
         motion = self.decode_motion(my_hat, quality, xp.shape[-2:])
         context = self.motion_compensation(reference, motion)
         prior = self.temporal_prior(context)
         y = self.contextual_encoder(torch.cat([xp, context], dim=1)) / self.quality.enc(quality)
-        z_strings, z_symbols, z_hat = _encode_z(
+        z_strings, z_symbols, z_hat, z_likelihoods = _encode_z(
             self.entropy_bottleneck, self.hyper_analysis(torch.cat([y, prior], 1)), quality)
-        indexes, means = self._y_params(z_hat, prior)
-        y_strings, y_symbols, y_hat = _encode_y(self.gaussian_conditional, y, indexes, means)
+        indexes, means = self._y_params(z_hat, prior, quality)
+        y_strings, y_symbols, y_hat, y_likelihoods = _encode_y(self.gaussian_conditional, y, indexes, means)
         x_hat = self.contextual_decoder(y_hat * self.quality.dec(quality), context)
         return {
             "strings": {"motion_z": mz_strings, "motion_y": my_strings, "z": z_strings, "y": y_strings},
             "latents": {"motion_z": mz_symbols, "motion_y": my_symbols, "z": z_symbols, "y": y_symbols},
+            "likelihoods": {"motion_z": mz_likelihoods, "motion_y": my_likelihoods, "z": z_likelihoods,
+                            "y": y_likelihoods},
             "x_hat": x_hat, "motion": motion,
         }
 
     def decompress(self, strings: dict[str, list[bytes]], sizes: dict[str, tuple[int, int]], quality: Tensor,
                    reference: Tensor) -> dict[str, Any]:
-        mz_symbols, mz_hat = _decode_z(
-            self.motion_entropy_bottleneck, strings["motion_z"], sizes["motion_z"], quality)
-        mindexes, mmeans = self._motion_params(mz_hat, sizes["motion_y"])
-        my_symbols, my_hat = _decode_y(self.motion_gaussian_conditional, strings["motion_y"], mindexes, mmeans)
+        if "motion_z" in strings:
+            mz_symbols, mz_hat = _decode_z(
+                self.motion_entropy_bottleneck, strings["motion_z"], sizes["motion_z"], quality)
+        else:  # a motionless P frame: every motion symbol is zero
+            mz_symbols, mz_hat = _zero_z(self.motion_entropy_bottleneck, len(strings["y"]), sizes["motion_z"], quality)
+        mindexes, mmeans = self._motion_params(mz_hat, sizes["motion_y"], quality)
+        if "motion_y" in strings:
+            my_symbols, my_hat = _decode_y(self.motion_gaussian_conditional, strings["motion_y"], mindexes, mmeans)
+        else:
+            my_symbols = torch.zeros(mindexes.shape, dtype=torch.int32)
+            my_hat = self.motion_gaussian_conditional.dequantize(my_symbols, mmeans)
         motion = self.decode_motion(my_hat, quality, sizes["padded"])
         context = self.motion_compensation(reference, motion)
         prior = self.temporal_prior(context)
         z_symbols, z_hat = _decode_z(self.entropy_bottleneck, strings["z"], sizes["z"], quality)
-        indexes, means = self._y_params(z_hat, prior)
+        indexes, means = self._y_params(z_hat, prior, quality)
         y_symbols, y_hat = _decode_y(self.gaussian_conditional, strings["y"], indexes, means)
         x_hat = self.contextual_decoder(y_hat * self.quality.dec(quality), context)
         return {
@@ -1099,6 +1162,19 @@ class FeatureCodec(CompressionModel):
         return [self.intra.g_s, inter.motion_decoder, inter.feature_adaptor, inter.temporal_prior_encoder,
                 inter.contextual_decoder, inter.entropy_fusion, self.fmvr]
 
+    def probability_parameters(self) -> list[nn.Parameter]:
+        """What sets probabilities but never a decoded value (what the densities stage refits): the
+        factorized priors of the hyper-latents (z^ is rounded around fixed medians), the scale
+        heads of the hyper-syntheses (the means and the hidden features come from other layers)
+        and the per-quality scale offsets."""
+        from compressai.entropy_models import EntropyBottleneck
+
+        modules = [m for m in self.modules() if isinstance(m, EntropyBottleneck)]
+        modules += [s.heads["scale"] for s in (self.intra.h_s, self.inter.hyper_synthesis,
+                                                self.inter.motion_hyper_synthesis)]
+        offsets = [q.scale_offset for q in (self.intra.quality, self.inter.quality, self.inter.motion_quality)]
+        return [p for m in modules for p in m.parameters()] + offsets
+
     def lmbda(self, quality: int) -> float:
         """The rate-distortion weight of ``quality``."""
         return self.config.lambdas[self._quality_list([quality])[0]]
@@ -1188,11 +1264,15 @@ class FeatureCodec(CompressionModel):
             frame_type, out = "P", self.inter.compress(xp, q, reference.feature)
             shapes = {"x": size, "motion_z": sizes["motion_z"], "z": sizes["z"]}
         order = LATENT_NAMES[frame_type]
+        if frame_type == "P" and not any(bool(out["latents"][name].any()) for name in MOTION_NAMES):
+            order = MOTIONLESS_P_NAMES
         return {
             "frame_type": frame_type,
             "strings": {name: out["strings"][name] for name in order},
             "shapes": shapes,
             "latents": {name: out["latents"][name] for name in order},
+            # of the symbols coded, under the coder's own parameters: the payload's entropy estimate
+            "likelihoods": {name: out["likelihoods"][name] for name in order},
             "x_hat": self._denormalise(out["x_hat"][..., : size[0], : size[1]]),
             "state": ReferenceState(out["x_hat"], size),
         }
@@ -1203,9 +1283,12 @@ class FeatureCodec(CompressionModel):
         """Decode one frame from ``compress``'s strings and shapes (I without reference, P with)."""
         frame_type = "I" if reference is None else "P"
         names = LATENT_NAMES[frame_type]
+        if frame_type == "P" and isinstance(strings, dict) and set(strings) == set(MOTIONLESS_P_NAMES):
+            names = MOTIONLESS_P_NAMES
         if not isinstance(strings, dict) or set(strings) != set(names):
             got = sorted(strings) if isinstance(strings, dict) else type(strings).__name__
-            raise ValueError(f"a {frame_type} frame needs strings {list(names)}, got {got}")
+            raise ValueError(f"a {frame_type} frame needs strings {list(names)} (P: or {list(MOTIONLESS_P_NAMES)}), "
+                             f"got {got}")
         batch = len(strings["y"]) if isinstance(strings["y"], (list, tuple)) else 0
         if batch < 1:
             raise ValueError("strings['y'] must be a non-empty list of byte strings, one per batch item")
@@ -1357,7 +1440,7 @@ def codec_cost(codec: FeatureCodec, height: int = 250, width: int = 400, gop: in
 
 __all__ = [
     "ExactConv2d", "ExactHyperSynthesis", "FMVR", "FRAME_TYPES", "FeatureCodec", "FeatureCodecConfig",
-    "BlockAnalysis", "BlockSynthesis", "IntraCodec", "InterCodec", "dct_basis", "LATENT_NAMES", "PAD_MULTIPLE", "QualityScales", "ReferenceState",
+    "BlockAnalysis", "BlockSynthesis", "IntraCodec", "InterCodec", "dct_basis", "LATENT_NAMES", "MOTIONLESS_P_NAMES", "PAD_MULTIPLE", "QualityScales", "ReferenceState",
     "TINY_CODEC_CONFIG", "codec_cost", "exact_to_real", "geometric_lambdas", "latent_sizes",
     "likelihood_bits", "pad_features", "padded_size", "scale_indexes", "scales_from_code", "string_bits",
 ]

@@ -132,9 +132,10 @@ _SPECS = [
               description="S-MNIST classifier (AFR + head) trained on uncompressed sci-small-v1 features only; "
                           "reads sci-codec-v1 streams (accuracy by rate: docs/BENCHMARKS.md)"),
     ModelSpec("sci-codec-v2", "codec", CODEC_V2.to_dict(), base="sci-small-v1", analysis="sci-small-v1-recon",
-              weights="sci-codec-v2.safetensors", sha256="9e8faa1b0356b7f716e5d21f51b644b826561a37ceb69383ce1d060f83bb60e2",
+              weights="sci-codec-v2.safetensors", sha256="a848695917476696784114ccb44d14c9b74cf0c2970ba875d1beacfd2058b9c6",
               description="feature codec with block transforms (PCA + DCT initialised) on sci-small-v1 features, "
-                          "qualities 0..3 (stage c1, then hyper-priors refitted, one per quality; decoded by the stage-b reconstructor)"),
+                          "qualities 0..3 (stage c1, then hyper-priors refitted, one per quality, then hyper-priors, scale heads "
+                          "and per-quality scale offsets refitted on 16-moment chains; decoded by the stage-b reconstructor)"),
     ModelSpec("sci-codec-v2-mnist", "classifier", ClassifierConfig(fem=SMALL_SCI.fem).to_dict(), base="sci-codec-v2",
               weights="sci-codec-v2-mnist.safetensors",
               sha256="8fcce5e8fa438584afff0eb769c755694b55a024bb0600a413ec9ea5775a5198",
