@@ -706,6 +706,17 @@ def _encode_z(priors: nn.Module, z: Tensor, quality: Tensor) -> tuple[list[bytes
     return strings, symbols, z_hat, likelihoods
 
 
+def _gather_by_quality(outputs: list[tuple[Tensor | None, Tensor, Tensor]], batch: int) -> tuple[Tensor, Tensor]:
+    """(symbols, z^) of the whole batch from (batch items or None: all, symbols, z^) per prior."""
+    if len(outputs) == 1 and outputs[0][0] is None:
+        return outputs[0][1], outputs[0][2]
+    shape = (batch,) + tuple(outputs[0][1].shape[1:])
+    symbols, z_hat = outputs[0][1].new_empty(shape), outputs[0][2].new_empty(shape)
+    for items, part_symbols, part_hat in outputs:
+        symbols[items], z_hat[items] = part_symbols, part_hat
+    return symbols, z_hat
+
+
 def _decode_z(priors: nn.Module, strings: list[bytes], size: Sequence[int], quality: Tensor) -> tuple[Tensor, Tensor]:
     outputs = []
     for eb, items in _by_quality(priors, quality):
@@ -715,13 +726,7 @@ def _decode_z(priors: nn.Module, strings: list[bytes], size: Sequence[int], qual
             batch, 1, int(size[0]), int(size[1]))
         symbols = EntropyModel.decompress(eb, chosen, indexes, torch.int32)
         outputs.append((items, symbols, eb.dequantize(symbols, _medians(eb, batch))))
-    if len(outputs) == 1 and outputs[0][0] is None:
-        return outputs[0][1], outputs[0][2]
-    shape = (len(strings),) + tuple(outputs[0][1].shape[1:])
-    symbols, z_hat = outputs[0][1].new_empty(shape), outputs[0][2].new_empty(shape)
-    for items, part_symbols, part_hat in outputs:
-        symbols[items], z_hat[items] = part_symbols, part_hat
-    return symbols, z_hat
+    return _gather_by_quality(outputs, len(strings))
 
 
 def _encode_y(gc: GaussianConditional, y: Tensor, indexes: Tensor,
@@ -741,13 +746,7 @@ def _zero_z(priors: nn.Module, batch: int, size: Sequence[int], quality: Tensor)
         count = batch if items is None else len(items)
         symbols = torch.zeros((count, eb.channels, int(size[0]), int(size[1])), dtype=torch.int32)
         outputs.append((items, symbols, eb.dequantize(symbols, _medians(eb, count))))
-    if len(outputs) == 1 and outputs[0][0] is None:
-        return outputs[0][1], outputs[0][2]
-    shape = (batch,) + tuple(outputs[0][1].shape[1:])
-    symbols, z_hat = outputs[0][1].new_empty(shape), outputs[0][2].new_empty(shape)
-    for items, part_symbols, part_hat in outputs:
-        symbols[items], z_hat[items] = part_symbols, part_hat
-    return symbols, z_hat
+    return _gather_by_quality(outputs, batch)
 
 
 def _decode_y(gc: GaussianConditional, strings: list[bytes], indexes: Tensor, means: Tensor) -> tuple[Tensor, Tensor]:
