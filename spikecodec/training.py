@@ -6,6 +6,7 @@ Stages:
   ``S`` is the Laplacian smoothness penalty of :func:`smoothness_penalty`;
 * ``"b"``: FEM frozen (loaded from a stage-a result), AFR + reconstruction head trained with MSE
   on uncompressed features of ``t - stride``, ``t``, ``t + stride``;
+* ``"c1"``, ``"c2"``, ``"densities"``, ``"intra"``: the feature codec (:class:`CodecStage`);
 * ``"cnn"``: the plain CNN on 41 raw spike frames, MSE (the benchmark baseline).
 
 Data are made on the fly by the S-Motion generator (``data_tools.smotion.make_smotion_sample``
@@ -58,8 +59,8 @@ from spikecodec.models.sci import (
 )
 from spikecodec.models.weights_io import config_of, load_state, load_weights, save_weights
 
-STAGES = ("a", "b", "c1", "c2", "densities", "cnn")
-CODEC_STAGES = ("c1", "c2", "densities")
+STAGES = ("a", "b", "c1", "c2", "densities", "intra", "cnn")
+CODEC_STAGES = ("c1", "c2", "densities", "intra")
 # the hyper-latents, whose bits the training logs report apart
 HYPER_LATENTS = ("z", "motion_z")
 SMOOTH_NORMS = ("l1", "l2")
@@ -127,11 +128,14 @@ class TrainConfig:
             raise ValueError("stage b needs fem_weights: the output of stage a (or a registry id)")
         if self.stage in CODEC_STAGES and not self.analysis_weights:
             raise ValueError(f"stage {self.stage} needs analysis_weights: the registry id of a stage-b reconstructor")
-        if self.stage in ("c2", "densities") and not self.codec_weights:
+        if self.stage in ("c2", "densities", "intra") and not self.codec_weights:
             raise ValueError(f"stage {self.stage} needs codec_weights: a trained codec (stage c1 or c2 output, or a registry id)")
-        if isinstance(self.codec_frames, bool) or int(self.codec_frames) != self.codec_frames or self.codec_frames < 3:
-            raise ValueError(f"codec_frames must be an integer >= 3 (I, P, and the moment's next neighbour), "
-                             f"got {self.codec_frames!r}")
+        # stage intra reconstructs the I frame (neighbours: itself and the next); the others a P frame
+        fewest = 2 if self.stage == "intra" else 3
+        if isinstance(self.codec_frames, bool) or int(self.codec_frames) != self.codec_frames or \
+                self.codec_frames < fewest:
+            raise ValueError(f"codec_frames must be an integer >= {fewest} (the reconstructed moment and its "
+                             f"neighbours), got {self.codec_frames!r}")
         if self.feature_weight < 0:
             raise ValueError("feature_weight must be >= 0")
 
@@ -243,6 +247,8 @@ def model_reach(config: TrainConfig, model: nn.Module) -> tuple[int, int]:
         return model.fem.window_before, model.fem.window_after
     if config.stage == "b":
         return config.stride + model.fem.window_before, config.stride + model.fem.window_after
+    if config.stage == "intra":
+        return model.fem.window_before, (config.codec_frames - 1) * config.stride + model.fem.window_after
     if config.stage in CODEC_STAGES:
         return ((config.codec_frames - 2) * config.stride + model.fem.window_before,
                 config.stride + model.fem.window_after)
@@ -462,7 +468,10 @@ class CodecStage(nn.Module):
     stage-b analysis frozen (AFR on its own motion estimate); stage c2 freezes the FEM and
     everything the encoder computes alone or that sets the CDFs, and fine-tunes the decoder side
     (synthesis, motion decoder, context, entropy means, FMVR) with AFR and head, AFR reading the
-    FMVR-refined decoded motion. Stage "densities" takes a trained codec and refits only what sets
+    FMVR-refined decoded motion. Stage "intra" takes a trained codec and fine-tunes its I-frame
+    coder alone on the image of the I frame (chains start at the image's moment; the analysis
+    sees the I frame's feature as its own previous neighbour, as at a stream's start): stage c1
+    reconstructs a P frame, so it trains the I coder only as a reference. Stage "densities" takes a trained codec and refits only what sets
     probabilities but no decoded value (``FeatureCodec.probability_parameters``: the factorized
     priors of z and motion z, the scale heads, the per-quality scale offsets) to the bits of the rounded latents, over chains of
     ``codec_frames`` moments as long as the coder's GOPs: the priors' parameters move ~lr per step,
@@ -505,6 +514,8 @@ class CodecStage(nn.Module):
             parameter.requires_grad_(False)
         if self.train_config.stage == "c1":
             trainable = [self.codec]
+        elif self.train_config.stage == "intra":
+            trainable = [self.codec.intra]
         elif self.train_config.stage == "densities":
             trainable = []
             for parameter in self.codec.probability_parameters():
@@ -526,7 +537,7 @@ class CodecStage(nn.Module):
             return
         self.train(training)
         self.fem.eval()
-        if self.train_config.stage == "c1":
+        if self.train_config.stage in ("c1", "intra"):
             self.analysis.eval()
 
     def rd_loss(self, spikes: torch.Tensor, gt: torch.Tensor, t: int, draw: torch.Tensor,
@@ -534,7 +545,8 @@ class CodecStage(nn.Module):
         config = self.train_config
         qualities = self.codec.config.qualities
         quality = torch.clamp((draw * qualities).long(), 0, qualities - 1)
-        offsets = tuple((k - config.codec_frames + 2) * config.stride for k in range(config.codec_frames))
+        first = 0 if config.stage == "intra" else 2 - config.codec_frames  # the image's moment is t
+        offsets = tuple((first + k) * config.stride for k in range(config.codec_frames))
         with torch.no_grad():
             features = _features_at(self.fem, spikes, t, offsets)
         state, decoded, motions = None, [], []
@@ -562,7 +574,11 @@ class CodecStage(nn.Module):
             if not torch.is_grad_enabled():
                 image = self.analysis.analyze(decoded[-3], decoded[-2], decoded[-1])["image"]
             return rate.mean(), terms, image
-        image = self.analysis.analyze(decoded[-3], decoded[-2], decoded[-1], motion_prev=motions[-2])["image"]
+        if config.stage == "intra":
+            # the image of the I frame, at a stream's start: its own feature stands in for the previous
+            image = self.analysis.analyze(decoded[0], decoded[0], decoded[1])["image"]
+        else:
+            image = self.analysis.analyze(decoded[-3], decoded[-2], decoded[-1], motion_prev=motions[-2])["image"]
         image_mse = ((image - gt) ** 2).mean(dim=(1, 2, 3))
         lambdas = torch.tensor(self.codec.config.lambdas, dtype=rate.dtype, device=rate.device)[quality]
         loss = (rate + lambdas * (image_mse + config.feature_weight * feature_mse)).mean()

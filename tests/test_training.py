@@ -310,10 +310,29 @@ def test_stage_densities_refits_only_what_sets_probabilities(tmp_path):
             state_before, state_after = coded_before["state"], decoded["state"]
 
 
+def test_stage_intra_trains_only_the_i_frame_coder(tmp_path):
+    from spikecodec.training import load_codec_weights
+
+    run(_codec_config("c1"), tmp_path / "c1")
+    result = run(_codec_config("intra", codec_weights=str(tmp_path / "c1"), codec_frames=2, steps=3,
+                               steps_per_epoch=3), tmp_path / "i")
+    assert "codec.safetensors" in result.exported
+    before = load_codec_weights(str(tmp_path / "c1")).state_dict()
+    after = load_codec_weights(str(tmp_path / "i")).state_dict()
+    moved = {name for name, value in after.items() if not torch.equal(value, before[name])}
+    assert any(name.startswith("intra.g_s.") for name in moved), sorted(moved)
+    assert any(name.startswith("intra.g_a.") for name in moved), sorted(moved)
+    # the CDF tables are rebuilt at export for every coder; no trained weight outside intra moves
+    assert all(name.startswith("intra.") or "_cdf" in name or "_offset" in name or "quantiles" in name
+               for name in moved), sorted(moved)
+    with pytest.raises(ValueError, match="codec_frames"):
+        TrainConfig(stage="intra", analysis_weights="sci-tiny-test-recon", codec_weights="x", codec_frames=1)
+
+
 def test_stage_c_needs_its_inputs():
     with pytest.raises(ValueError, match="analysis_weights"):
         TrainConfig(stage="c1")
-    for stage in ("c2", "densities"):
+    for stage in ("c2", "densities", "intra"):
         with pytest.raises(ValueError, match="codec_weights"):
             TrainConfig(stage=stage, analysis_weights="sci-tiny-test-recon")
 

@@ -132,7 +132,7 @@ _SPECS = [
               description="S-MNIST classifier (AFR + head) trained on uncompressed sci-small-v1 features only; "
                           "reads sci-codec-v1 streams (accuracy by rate: docs/BENCHMARKS.md)"),
     ModelSpec("sci-codec-v2", "codec", CODEC_V2.to_dict(), base="sci-small-v1", analysis="sci-small-v1-recon",
-              weights="sci-codec-v2.safetensors", sha256="a848695917476696784114ccb44d14c9b74cf0c2970ba875d1beacfd2058b9c6",
+              weights="sci-codec-v2.safetensors", sha256="b34de1ef9763c741a7e96c4508e3866ea835bf6663259d936700fc57e7cb7445",
               description="feature codec with block transforms (PCA + DCT initialised) on sci-small-v1 features, "
                           "qualities 0..3 (stage c1, then hyper-priors refitted, one per quality, then hyper-priors, scale heads "
                           "and per-quality scale offsets refitted on 16-moment chains; decoded by the stage-b reconstructor)"),
