@@ -241,17 +241,22 @@ def clip_geometry(config: TrainConfig, need: tuple[int, int] | None = None) -> t
     return before + config.moment_range + after, before, after
 
 
+def image_index(config: TrainConfig) -> int:
+    """Codec stages: position in the coded chain of the moment whose image the loss reads: the I
+    frame for stage intra, else the second-to-last (a P frame with a coded next neighbour)."""
+    return 0 if config.stage == "intra" else config.codec_frames - 2
+
+
 def model_reach(config: TrainConfig, model: nn.Module) -> tuple[int, int]:
     """Frames before and after the moment that the stage's model reads."""
     if config.stage == "a":
         return model.fem.window_before, model.fem.window_after
     if config.stage == "b":
         return config.stride + model.fem.window_before, config.stride + model.fem.window_after
-    if config.stage == "intra":
-        return model.fem.window_before, (config.codec_frames - 1) * config.stride + model.fem.window_after
     if config.stage in CODEC_STAGES:
-        return ((config.codec_frames - 2) * config.stride + model.fem.window_before,
-                config.stride + model.fem.window_after)
+        index = image_index(config)
+        return (index * config.stride + model.fem.window_before,
+                (config.codec_frames - 1 - index) * config.stride + model.fem.window_after)
     return model.window_before, model.window_after
 
 
@@ -545,8 +550,8 @@ class CodecStage(nn.Module):
         config = self.train_config
         qualities = self.codec.config.qualities
         quality = torch.clamp((draw * qualities).long(), 0, qualities - 1)
-        first = 0 if config.stage == "intra" else 2 - config.codec_frames  # the image's moment is t
-        offsets = tuple((first + k) * config.stride for k in range(config.codec_frames))
+        index = image_index(config)  # the image's moment is t
+        offsets = tuple((k - index) * config.stride for k in range(config.codec_frames))
         with torch.no_grad():
             features = _features_at(self.fem, spikes, t, offsets)
         state, decoded, motions = None, [], []
@@ -572,13 +577,11 @@ class CodecStage(nn.Module):
             terms = {"rate": rate.mean().detach(), "hyper_rate": (hyper_bits / pixels).mean().detach()}
             image = None
             if not torch.is_grad_enabled():
-                image = self.analysis.analyze(decoded[-3], decoded[-2], decoded[-1])["image"]
+                image = self.analysis.analyze(decoded[index - 1], decoded[index], decoded[index + 1])["image"]
             return rate.mean(), terms, image
-        if config.stage == "intra":
-            # the image of the I frame, at a stream's start: its own feature stands in for the previous
-            image = self.analysis.analyze(decoded[0], decoded[0], decoded[1])["image"]
-        else:
-            image = self.analysis.analyze(decoded[-3], decoded[-2], decoded[-1], motion_prev=motions[-2])["image"]
+        # the I frame (stage intra) has no previous moment: its own feature stands in, as at a stream's start
+        image = self.analysis.analyze(decoded[max(index - 1, 0)], decoded[index], decoded[index + 1],
+                                      motion_prev=motions[index])["image"]
         image_mse = ((image - gt) ** 2).mean(dim=(1, 2, 3))
         lambdas = torch.tensor(self.codec.config.lambdas, dtype=rate.dtype, device=rate.device)[quality]
         loss = (rate + lambdas * (image_mse + config.feature_weight * feature_mse)).mean()

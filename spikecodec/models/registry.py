@@ -135,7 +135,8 @@ _SPECS = [
               weights="sci-codec-v2.safetensors", sha256="b34de1ef9763c741a7e96c4508e3866ea835bf6663259d936700fc57e7cb7445",
               description="feature codec with block transforms (PCA + DCT initialised) on sci-small-v1 features, "
                           "qualities 0..3 (stage c1, then hyper-priors refitted, one per quality, then hyper-priors, scale heads "
-                          "and per-quality scale offsets refitted on 16-moment chains; decoded by the stage-b reconstructor)"),
+                          "and per-quality scale offsets refitted on 16-moment chains, then the I-frame coder fine-tuned on "
+                          "the I frame's image (stage intra); decoded by the stage-b reconstructor)"),
     ModelSpec("sci-codec-v2-mnist", "classifier", ClassifierConfig(fem=SMALL_SCI.fem).to_dict(), base="sci-codec-v2",
               weights="sci-codec-v2-mnist.safetensors",
               sha256="8fcce5e8fa438584afff0eb769c755694b55a024bb0600a413ec9ea5775a5198",
