@@ -1,7 +1,7 @@
 """S-MNIST classification from the bitstream: accuracy against rate, per-class report.
 
     python benchmarks/bench_classify.py [--data data/smnist_test.h5] [--reference runs/cls_ref/reference.safetensors]
-                                        [--limit N] [--write-docs]
+                                        [--limit N] [--jobs 2] [--write-docs]
 
 On the S-MNIST test split (the 1,000 clips with i % 500 >= 400): the shipped classifier on
 uncompressed features (1 bpp: the raw spikes are what it reads), then through real ``.sci`` streams
@@ -62,10 +62,12 @@ def main() -> None:
     parser.add_argument("--model", default=DEFAULT_CLASSIFIER)
     parser.add_argument("--reference", default=None, help="reference.safetensors of the TFP41 head")
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--jobs", type=int, default=1, help="processes sharing the clips (one torch thread each)")
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()
     ensure_test(args.data)
-    report = evaluate_classifier(args.model, args.data, limit=args.limit, reference=args.reference)
+    report = evaluate_classifier(args.model, args.data, limit=args.limit, reference=args.reference,
+                                 jobs=args.jobs)
     out = ROOT / "runs" / "bench"
     out.mkdir(parents=True, exist_ok=True)
     (out / "classify.json").write_text(json.dumps(report, indent=1))

