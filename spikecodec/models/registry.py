@@ -139,9 +139,10 @@ _SPECS = [
                           "the I frame's image (stage intra); decoded by the stage-b reconstructor)"),
     ModelSpec("sci-codec-v2-mnist", "classifier", ClassifierConfig(fem=SMALL_SCI.fem).to_dict(), base="sci-codec-v2",
               weights="sci-codec-v2-mnist.safetensors",
-              sha256="8fcce5e8fa438584afff0eb769c755694b55a024bb0600a413ec9ea5775a5198",
+              sha256="671aaf84fd023c85db7ffbcac64c1967f88f27ad3166a1bb26544f75acb6ed4b",
               description="S-MNIST classifier (AFR + head): sci-codec-v1-mnist fine-tuned on sci-codec-v2 decoded "
-                          "features at every quality (and uncompressed ones a quarter of the time)"),
+                          "features at every quality (and uncompressed ones a quarter of the time), then trained further on four "
+                          "renderings of S-MNIST train"),
     ModelSpec("cnn-baseline-v1", "plain-cnn", BASELINE_CNN.to_dict(), weights="cnn-baseline-v1.safetensors",
               sha256="36b6a05c3d12d4f45d4d032cd4eb5c7dc47d08f1718eae078ae0116439824f46",
               description="plain CNN on 41 raw spike frames (benchmark baseline)"),
