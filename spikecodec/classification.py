@@ -185,14 +185,14 @@ def _training_inputs(config: ClassifierTrainConfig, fem: Any) -> tuple[torch.Ten
     import h5py
 
     needed = sorted({c + d * config.stride for c in config.centres for d in (-1, 0, 1)})
-    counts = []
-    for path in config.data.split(","):
+    paths, counts = config.data.split(","), []
+    for path in paths:
         with h5py.File(path, "r") as handle:
             total = int(handle["labels"].shape[0])
         counts.append(min(total, config.limit) if config.limit else total)
     stored: torch.Tensor | None = None
     labels, filled = [], 0
-    for path, total in zip(config.data.split(","), counts):
+    for path, total in zip(paths, counts):
         for first in range(0, total, 200):
             spikes, batch_labels, _ = load_smnist(path, np.arange(first, min(total, first + 200)))
             labels.append(torch.from_numpy(batch_labels))
@@ -397,7 +397,7 @@ def _evaluate_clips(classifier_id: str, data: str, first: int, stop: int, qualit
     bits: dict[str, list[float]] = {f"quality={q}": [] for q in qualities}
     end_side = load_end_side(get_spec(classifier_id).base)  # once for every clip and quality
     spikes, labels, _ = load_smnist(data, np.arange(first, stop))
-    with tempfile.TemporaryDirectory(prefix="spikecodec-cls-") as folder, torch.no_grad():
+    with tempfile.TemporaryDirectory(prefix="spikecodec-cls-") as folder:
         path = Path(folder) / "c.sci"
         for clip, label in zip(spikes, labels):
             truth.append(int(label))
