@@ -145,6 +145,14 @@ class ClassifierTrainConfig:
     lr_final: float = 2e-5
     warmup_steps: int = 50
     raw_share: float = 0.25
+    # relative odds of the codec qualities in the compressed batches; empty: all equally likely
+    quality_weights: tuple[float, ...] = ()
+    head_only: bool = False  # AFR frozen (run without gradients, ~2x faster steps): only the head learns
+    # random rotation (degrees), scale and shift (pixels) of the fused features, the same for a sample's
+    # channels; 0 disables. Varies digit shapes beyond the 4,000 training digits.
+    augment_degrees: float = 0.0
+    augment_scale: float = 0.0
+    augment_shift: float = 0.0
     centres: tuple[int, ...] = (79, 99, 119)  # moments trained on (their neighbours at +-stride too)
     stride: int = DEFAULT_STRIDE
     seed: int = 0
@@ -153,6 +161,14 @@ class ClassifierTrainConfig:
 
     def __post_init__(self) -> None:
         self.centres = tuple(int(c) for c in self.centres)
+        self.quality_weights = tuple(float(w) for w in self.quality_weights)
+        if any(w < 0 for w in self.quality_weights) or (self.quality_weights and not sum(self.quality_weights)):
+            raise ValueError("quality_weights must be non-negative and not all zero")
+        for name in ("augment_degrees", "augment_scale", "augment_shift"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if not 0 <= self.augment_scale < 1:
+            raise ValueError("augment_scale must lie in [0, 1)")
         for name in ("steps", "steps_per_epoch", "batch_size", "stride"):
             value = getattr(self, name)
             if isinstance(value, bool) or int(value) != value or value < 1:
@@ -165,6 +181,7 @@ class ClassifierTrainConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["centres"] = list(self.centres)
+        data["quality_weights"] = list(self.quality_weights)
         return data
 
     @classmethod
@@ -255,6 +272,26 @@ def _decoded(codec: Any, features: torch.Tensor, quality: int) -> tuple[list[tor
     return decoded, motion
 
 
+def _augmented(fused: torch.Tensor, config: ClassifierTrainConfig, rng: np.random.Generator) -> torch.Tensor:
+    """``fused`` (B, C, H, W) with each sample rotated, scaled and shifted at random about its centre
+    (edges repeat the border: the backgrounds are textured, not black)."""
+    batch, _, height, width = fused.shape
+    if not (config.augment_degrees or config.augment_scale or config.augment_shift):
+        return fused
+    angle = np.deg2rad(rng.uniform(-config.augment_degrees, config.augment_degrees, batch))
+    scale = 1.0 + rng.uniform(-config.augment_scale, config.augment_scale, batch)
+    shift = rng.uniform(-config.augment_shift, config.augment_shift, (batch, 2))
+    # affine_grid maps output to input positions in [-1, 1] coordinates
+    theta = np.zeros((batch, 2, 3))
+    theta[:, 0, 0] = theta[:, 1, 1] = np.cos(angle) / scale
+    theta[:, 0, 1] = -np.sin(angle) / scale * height / width
+    theta[:, 1, 0] = np.sin(angle) / scale * width / height
+    theta[:, 0, 2] = 2 * shift[:, 0] / width
+    theta[:, 1, 2] = 2 * shift[:, 1] / height
+    grid = F.affine_grid(torch.from_numpy(theta).to(fused), list(fused.shape), align_corners=False)
+    return F.grid_sample(fused, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 def train_classifier(config: ClassifierTrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
                      progress: bool = True, until: int | None = None) -> dict[str, Any]:
     """Train (or resume) a classifier; writes ``classifier.safetensors`` at the end (see module doc)."""
@@ -269,6 +306,9 @@ def train_classifier(config: ClassifierTrainConfig, out_dir: str | os.PathLike, 
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     model, fem, codec = build_classifier(config)
+    if config.head_only and not config.reference:
+        for parameter in model.afr.parameters():
+            parameter.requires_grad_(False)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=config.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(config))
@@ -289,13 +329,18 @@ def train_classifier(config: ClassifierTrainConfig, out_dir: str | os.PathLike, 
     inputs, labels, needed = _training_inputs(config, fem)
     position = {t: k for k, t in enumerate(needed)}
     qualities = codec.config.qualities if codec is not None else 0
+    if config.quality_weights and len(config.quality_weights) != qualities:
+        raise ValueError(f"quality_weights names {len(config.quality_weights)} qualities; the codec has {qualities}")
+    quality_odds = (np.asarray(config.quality_weights) / sum(config.quality_weights)
+                    if config.quality_weights else None)
     if codec is None and not config.reference and config.raw_share < 1:
         raise ValueError("decoded features need a codec")
     stop = config.steps if until is None else min(until, config.steps)
     bar = tqdm(total=config.steps, initial=start, desc="classifier", unit="step", disable=not progress)
     model.train()
     if not config.reference:
-        model.fem.eval()
+        model.fem.eval()  # the AFR stays in training mode even when frozen: on CPU it then runs its
+        # deformable convolution through grid sampling, several times faster than torchvision's kernel
     if codec is not None:
         codec.eval()
     began = time.monotonic()
@@ -316,9 +361,11 @@ def train_classifier(config: ClassifierTrainConfig, out_dir: str | os.PathLike, 
                 if rng.random() < config.raw_share:
                     quality, decoded, motion = "raw", [features[:, k] for k in range(3)], None
                 else:
-                    quality = int(rng.integers(qualities))
+                    quality = int(rng.integers(qualities) if quality_odds is None else rng.choice(qualities, p=quality_odds))
                     decoded, motion = _decoded(codec, features, quality)
-                logits = model.analyze(decoded[0], decoded[1], decoded[2], motion)
+                with torch.set_grad_enabled(not config.head_only):
+                    fused = model.afr(decoded[0], decoded[1], decoded[2], motion, None)["fused"]
+                logits = model.head(_augmented(fused, config, rng))
             loss = F.cross_entropy(logits, target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -371,8 +418,8 @@ def per_class_report(truth: np.ndarray, predicted: np.ndarray, classes: int) -> 
 
 
 @torch.no_grad()
-def _evaluate_clips(classifier_id: str, data: str, first: int, stop: int, qualities: list[int], gop: int,
-                    reference: str | None) -> dict[str, Any]:
+def _evaluate_clips(classifier_id: str, data: str, first: int, stop: int, qualities: list[int], stride: int,
+                    gop: int, reference: str | None) -> dict[str, Any]:
     """Truth, predicted labels and bpp of test clips ``first``..``stop - 1`` (one worker's share)."""
     from data_tools.smnist import load_smnist
     from spikecodec.baselines import tfp
@@ -391,6 +438,7 @@ def _evaluate_clips(classifier_id: str, data: str, first: int, stop: int, qualit
         load_state(image_model, tensors, str(reference))
         image_model.eval()
     truth: list[int] = []
+    moment_counts: list[int] = []
     predicted: dict[str, list[int]] = {"raw": [], **{f"quality={q}": [] for q in qualities}}
     if image_model is not None:
         predicted["tfp41"] = []
@@ -401,24 +449,28 @@ def _evaluate_clips(classifier_id: str, data: str, first: int, stop: int, qualit
         path = Path(folder) / "c.sci"
         for clip, label in zip(spikes, labels):
             truth.append(int(label))
-            predicted["raw"].append(classify_spikes(clip, classifier)["label"])
+            uncompressed = classify_spikes(clip, classifier, stride=stride)
+            predicted["raw"].append(uncompressed["label"])
+            moment_counts.append(uncompressed["moments"])
             for q in qualities:
-                encoded = encode_reader(ArrayReader(clip), path, quality=q, gop=gop, model=end_side, force=True)
+                encoded = encode_reader(ArrayReader(clip), path, quality=q, stride=stride, gop=gop, model=end_side,
+                                        force=True)
                 predicted[f"quality={q}"].append(classify_stream(path, model=classifier_id)["label"])
                 bits[f"quality={q}"].append(8.0 * encoded.bytes / clip.size)
             if image_model is not None:
-                moments = moments_for(clip.shape[0], DEFAULT_STRIDE, 20, 20)
+                moments = moments_for(clip.shape[0], stride, 20, 20)
                 images = torch.from_numpy(tfp(clip, moments))[:, None]
                 predicted["tfp41"].append(int(clip_log_probabilities(image_model(images)).argmax()))
-    return {"truth": truth, "predicted": predicted, "bits": bits, "classes": classifier.classes}
+    return {"truth": truth, "predicted": predicted, "bits": bits, "classes": classifier.classes,
+            "moments": moment_counts}
 
 
 def evaluate_classifier(classifier_id: str, data: str | os.PathLike, *, limit: int | None = None,
-                        qualities: list[int] | None = None, gop: int = DEFAULT_GOP, reference: str | None = None,
-                        jobs: int = 1, progress: bool = True) -> dict[str, Any]:
+                        qualities: list[int] | None = None, stride: int = DEFAULT_STRIDE, gop: int = DEFAULT_GOP,
+                        reference: str | None = None, jobs: int = 1, progress: bool = True) -> dict[str, Any]:
     """Accuracy on S-MNIST test: uncompressed features, every quality through real streams, and the
-    TFP41 reference head (weights file ``reference``) if given. ``jobs`` processes share the clips
-    (one torch thread each when more than one)."""
+    TFP41 reference head (weights file ``reference``) if given, all at the moments ``stride`` spike
+    frames apart. ``jobs`` processes share the clips (one torch thread each when more than one)."""
     from concurrent.futures import ProcessPoolExecutor
     import multiprocessing
 
@@ -440,7 +492,8 @@ def evaluate_classifier(classifier_id: str, data: str | os.PathLike, *, limit: i
     # shares of at most 25 clips, at least 4 per worker: every worker stays busy to the end
     chunk = 100 if jobs == 1 else max(1, min(25, -(-total // (4 * jobs))))
     shares = [(first, min(total, first + chunk)) for first in range(0, total, chunk)]
-    arguments = [(classifier_id, str(data), first, stop, qualities, gop, reference) for first, stop in shares]
+    arguments = [(classifier_id, str(data), first, stop, qualities, stride, gop, reference)
+                 for first, stop in shares]
     bar = tqdm(total=total, desc="classify", unit="clip", disable=not progress)
     if jobs == 1:
         parts = []
@@ -458,7 +511,8 @@ def evaluate_classifier(classifier_id: str, data: str | os.PathLike, *, limit: i
                 bar.update(args[3] - args[2])
     bar.close()
     truth_array = np.asarray([label for part in parts for label in part["truth"]])
-    report = {"classifier": classifier_id, "codec": codec_id, "clips": total, "rows": {}}
+    report = {"classifier": classifier_id, "codec": codec_id, "clips": total, "stride": stride, "gop": gop,
+              "moments_median": float(np.median([m for part in parts for m in part["moments"]])), "rows": {}}
     for name in parts[0]["predicted"]:
         values_array = np.asarray([label for part in parts for label in part["predicted"][name]])
         bits = [value for part in parts for value in part["bits"].get(name, [])]

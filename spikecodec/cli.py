@@ -239,6 +239,14 @@ def reconstruct(spikes_path, output, height, width, head_columns, method, model_
 # --- section: encode / decode (owner: codec) -------------------------------------------------
 
 
+def _float_list(text: str, option: str) -> tuple[float, ...]:
+    """'2,1,1' -> (2.0, 1.0, 1.0); '' -> ()."""
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected numbers separated by commas, got {text!r}", param_hint=option) from None
+
+
 def _codec_errors():
     from spikecodec.bitstream import BitstreamError
     from spikecodec.models.registry import ModelNotFoundError, WeightsError
@@ -376,16 +384,29 @@ def classify_command(sci_path, top, model_id, as_json, threads):
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True,
               help="Peak learning rate (cosine decay).")
+@click.option("--quality-weights", default="", metavar="W0,W1,...",
+              help="Relative odds of each codec quality in the compressed batches (default: equal).")
+@click.option("--head-only", is_flag=True, help="Freeze the AFR (about 2x faster steps); train the head only.")
+@click.option("--augment-degrees", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Rotate the fused features of each sample by up to this many degrees.")
+@click.option("--augment-scale", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="... and scale them by 1 +- up to this.")
+@click.option("--augment-shift", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="... and shift them by up to this many pixels.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
-def train_classifier_command(data, out_dir, codec, reference, raw_share, init, steps, batch_size, lr, threads,
+def train_classifier_command(data, out_dir, codec, reference, raw_share, init, steps, batch_size, lr,
+                             quality_weights, head_only, augment_degrees, augment_scale, augment_shift, threads,
                              resume):
     """Train the S-MNIST classification head on frozen FEM + codec features (stage b/c for the task)."""
     from spikecodec.classification import ClassifierTrainConfig, train_classifier
 
     try:
         config = ClassifierTrainConfig(data=data, codec=codec, reference=reference, raw_share=raw_share, init=init,
-                                       steps=steps, batch_size=batch_size, lr=lr, threads=threads)
+                                       steps=steps, batch_size=batch_size, lr=lr, threads=threads,
+                                       quality_weights=_float_list(quality_weights, "--quality-weights"),
+                                       head_only=head_only, augment_degrees=augment_degrees,
+                                       augment_scale=augment_scale, augment_shift=augment_shift)
         result = train_classifier(config, out_dir, resume=resume)
     except _codec_errors() as error:
         raise click.ClickException(str(error)) from None

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from spikecodec.bitstream import SciReader, SciWriter
 from spikecodec.classification import (
-    ClassificationError, ClassifierTrainConfig, classify_spikes, classify_stream, per_class_report, train_classifier,
+    ClassificationError, ClassifierTrainConfig, build_classifier, classify_spikes, classify_stream, per_class_report, train_classifier,
 )
 from spikecodec.cli import main
 from spikecodec.codec import encode_reader
@@ -96,6 +96,39 @@ def test_train_classifier_tiny_runs_and_resumes(tmp_path):
         assert torch.equal(a, b), name
     reference = train_classifier(dataclasses.replace(config, reference=True), tmp_path / "ref", progress=False)
     assert "reference.safetensors" in reference["exported"]
+
+    head_only = dataclasses.replace(config, head_only=True, raw_share=0.0, quality_weights=(1.0, 0.0, 0.0, 0.0),
+                                    augment_degrees=10, augment_scale=0.1, augment_shift=2)
+    trained = train_classifier(head_only, tmp_path / "head", progress=False)["model"]
+    qualities = [json.loads(line)["quality"] for line in open(tmp_path / "head" / "train_log.jsonl")]
+    assert qualities == [0] * 4  # the other qualities have odds 0
+    source = load_model("sci-tiny-test-recon").afr.state_dict()
+    assert all(torch.equal(value, source[name]) for name, value in trained.afr.state_dict().items())
+    torch.manual_seed(head_only.seed)  # as train_classifier does before building
+    initial, _, _ = build_classifier(head_only)
+    assert not torch.equal(trained.head.out.weight, initial.head.out.weight)
+
+
+def test_classifier_feature_augmentation_rotates_shifts_and_scales():
+    from spikecodec.classification import _augmented
+
+    class Largest:  # every random draw at the top of its range
+        def uniform(self, low, high, size):
+            return np.full(size, high, dtype=float)
+
+    bar = torch.zeros(1, 1, 64, 64)
+    bar[0, 0, 20:44, 30:34] = 1  # rows 20-43, columns 30-33
+
+    def extent(**options):
+        out = _augmented(bar, ClassifierTrainConfig(**options), Largest())[0, 0] > 0.5
+        rows, cols = np.nonzero(out.numpy())
+        return rows.min(), rows.max(), cols.min(), cols.max()
+
+    assert _augmented(bar, ClassifierTrainConfig(), Largest()) is bar
+    assert extent(augment_degrees=90) == (30, 33, 20, 43)  # the bar lies down
+    assert extent(augment_shift=5) == (15, 38, 25, 28)
+    top, bottom, _, _ = extent(augment_scale=0.5)
+    assert bottom - top + 1 == 36  # 24 rows x 1.5
 
 
 def test_evaluate_classifier_gives_the_same_report_in_two_processes(tmp_path):
