@@ -147,7 +147,7 @@ class ClassifierTrainConfig:
     raw_share: float = 0.25
     # relative odds of the codec qualities in the compressed batches; empty: all equally likely
     quality_weights: tuple[float, ...] = ()
-    head_only: bool = False  # AFR frozen (run without gradients, ~2x faster steps): only the head learns
+    head_only: bool = False  # AFR frozen (run without gradients, ~3x faster steps): only the head learns
     # random rotation (degrees), scale and shift (pixels) of the fused features, the same for a sample's
     # channels; 0 disables. Varies digit shapes beyond the 4,000 training digits.
     augment_degrees: float = 0.0
@@ -361,7 +361,8 @@ def train_classifier(config: ClassifierTrainConfig, out_dir: str | os.PathLike, 
                 if rng.random() < config.raw_share:
                     quality, decoded, motion = "raw", [features[:, k] for k in range(3)], None
                 else:
-                    quality = int(rng.integers(qualities) if quality_odds is None else rng.choice(qualities, p=quality_odds))
+                    quality = int(rng.integers(qualities) if quality_odds is None
+                                  else rng.choice(qualities, p=quality_odds))
                     decoded, motion = _decoded(codec, features, quality)
                 with torch.set_grad_enabled(not config.head_only):
                     fused = model.afr(decoded[0], decoded[1], decoded[2], motion, None)["fused"]

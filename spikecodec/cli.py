@@ -386,7 +386,7 @@ def classify_command(sci_path, top, model_id, as_json, threads):
               help="Peak learning rate (cosine decay).")
 @click.option("--quality-weights", default="", metavar="W0,W1,...",
               help="Relative odds of each codec quality in the compressed batches (default: equal).")
-@click.option("--head-only", is_flag=True, help="Freeze the AFR (about 2x faster steps); train the head only.")
+@click.option("--head-only", is_flag=True, help="Freeze the AFR (about 3x faster steps); train the head only.")
 @click.option("--augment-degrees", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Rotate the fused features of each sample by up to this many degrees.")
 @click.option("--augment-scale", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
