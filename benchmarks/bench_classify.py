@@ -34,10 +34,10 @@ def ensure_test(path: Path) -> None:
         write_smnist(path, "test")
 
 
-def markdown(reports: list[dict]) -> str:
+def markdown(reports: list[dict], command: str) -> str:
     first = reports[0]
     lines = ["## Classification from the bitstream (S-MNIST test)", "",
-             f"Classifier `{first['classifier']}` on the streams of `{first['codec']}` (GOP {first['gop']}), S-MNIST "
+             f"`{command}`. Classifier `{first['classifier']}` on the streams of `{first['codec']}` (GOP {first['gop']}), S-MNIST "
              f"test ({first['clips']} clips, 64x64, 200 spike frames each). The label aggregates every coded moment "
              "of the clip; bpp is the whole `.sci` file over the clip's spike pixels. The drop is against the "
              "uncompressed features at the same moments.", "",
@@ -84,7 +84,7 @@ def main() -> None:
     out = ROOT / "runs" / "bench"
     out.mkdir(parents=True, exist_ok=True)
     (out / "classify.json").write_text(json.dumps(reports, indent=1))
-    text = markdown(reports)
+    text = markdown(reports, " ".join(["python benchmarks/bench_classify.py", *sys.argv[1:]]))
     print(text)
     if args.write_docs:
         replace_section(ROOT / "docs" / "BENCHMARKS.md", "classify", text)
