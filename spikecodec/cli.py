@@ -239,14 +239,6 @@ def reconstruct(spikes_path, output, height, width, head_columns, method, model_
 # --- section: encode / decode (owner: codec) -------------------------------------------------
 
 
-def _float_list(text: str, option: str) -> tuple[float, ...]:
-    """'2,1,1' -> (2.0, 1.0, 1.0); '' -> ()."""
-    try:
-        return tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise click.BadParameter(f"expected numbers separated by commas, got {text!r}", param_hint=option) from None
-
-
 def _codec_errors():
     from spikecodec.bitstream import BitstreamError
     from spikecodec.models.registry import ModelNotFoundError, WeightsError
@@ -367,6 +359,14 @@ def classify_command(sci_path, top, model_id, as_json, threads):
     if top > 1:
         for entry in result["top"]:
             click.echo(f"  {entry['class']}: {entry['probability']:.4f}")
+
+
+def _float_list(text: str, option: str) -> tuple[float, ...]:
+    """'2,1,1' -> (2.0, 1.0, 1.0); '' -> ()."""
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected numbers separated by commas, got {text!r}", param_hint=option) from None
 
 
 @main.command("train-classifier")
