@@ -38,8 +38,8 @@ def markdown(reports: list[dict], command: str) -> str:
     first = reports[0]
     lines = ["## Classification from the bitstream (S-MNIST test)", "",
              f"`{command}`. Classifier `{first['classifier']}` on the streams of `{first['codec']}` "
-             f"(GOP {first['gop']}), S-MNIST test ({first['clips']} clips, 64x64, 200 spike frames each). The label aggregates every coded moment "
-             "of the clip; bpp is the whole `.sci` file over the clip's spike pixels. The drop is against the "
+             f"(GOP {first['gop']}), S-MNIST test ({first['clips']} clips, 64x64, 200 spike frames each). "
+             "The label aggregates every coded moment of the clip; bpp is the whole `.sci` file over the clip's spike pixels. The drop is against the "
              "uncompressed features at the same moments.", "",
              "| stride (median moments a clip) | input | bpp | accuracy | drop vs uncompressed (points) |",
              "| --- | --- | --- | --- | --- |"]

@@ -256,7 +256,8 @@ def bits(data: Path, c1: list[Path], compare: list[str], per_bin: int) -> tuple[
              "symbols under the scales and means the coder used; compressai's rANS tables have 16-bit precision, "
              "so a symbol the model deems rarer than 2^-16 costs the coder less than its estimate), and the "
              "container (preamble, header, unit framing, CRCs, seek index, end unit) as a share of the file:", "",
-             "| quality | bpp | payload / estimate | payload / estimate floored at 2^-16 | container share of the file |",
+             "| quality | bpp | payload / estimate | payload / estimate floored at 2^-16 "
+             "| container share of the file |",
              "| --- | --- | --- | --- | --- |"]
     for quality, entries in sorted(rows["shipped"].items()):
         payload = sum(e["payload_bits"] for e in entries)

@@ -339,8 +339,9 @@ def train_classifier(config: ClassifierTrainConfig, out_dir: str | os.PathLike, 
     bar = tqdm(total=config.steps, initial=start, desc="classifier", unit="step", disable=not progress)
     model.train()
     if not config.reference:
-        model.fem.eval()  # the AFR stays in training mode even when frozen: on CPU it then runs its
+        # the AFR stays in training mode even when frozen (--head-only): on CPU it then runs its
         # deformable convolution through grid sampling, several times faster than torchvision's kernel
+        model.fem.eval()
     if codec is not None:
         codec.eval()
     began = time.monotonic()

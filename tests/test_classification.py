@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from spikecodec.bitstream import SciReader, SciWriter
 from spikecodec.classification import (
-    ClassificationError, ClassifierTrainConfig, build_classifier, classify_spikes, classify_stream, per_class_report, train_classifier,
+    ClassificationError, ClassifierTrainConfig, build_classifier, classify_spikes, classify_stream, per_class_report,
+    train_classifier,
 )
 from spikecodec.cli import main
 from spikecodec.codec import encode_reader
