@@ -303,9 +303,17 @@ def train_classifier(config: ClassifierTrainConfig, out_dir: str | os.PathLike, 
     if config.threads:
         torch.set_num_threads(config.threads)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     model, fem, codec = build_classifier(config)
+    qualities = codec.config.qualities if codec is not None else 0
+    # checked before the minutes of feature extraction
+    if codec is None and not config.reference and config.raw_share < 1:
+        raise ValueError("decoded features need a codec")
+    if config.quality_weights and len(config.quality_weights) != qualities:
+        raise ValueError(f"quality_weights names {len(config.quality_weights)} qualities; the codec has {qualities}")
+    quality_odds = (np.asarray(config.quality_weights) / sum(config.quality_weights)
+                    if config.quality_weights else None)
+    out_dir.mkdir(parents=True, exist_ok=True)  # only once the run can start
     if config.head_only and not config.reference:
         for parameter in model.afr.parameters():
             parameter.requires_grad_(False)
@@ -328,13 +336,6 @@ def train_classifier(config: ClassifierTrainConfig, out_dir: str | os.PathLike, 
         log_path.unlink()
     inputs, labels, needed = _training_inputs(config, fem)
     position = {t: k for k, t in enumerate(needed)}
-    qualities = codec.config.qualities if codec is not None else 0
-    if config.quality_weights and len(config.quality_weights) != qualities:
-        raise ValueError(f"quality_weights names {len(config.quality_weights)} qualities; the codec has {qualities}")
-    quality_odds = (np.asarray(config.quality_weights) / sum(config.quality_weights)
-                    if config.quality_weights else None)
-    if codec is None and not config.reference and config.raw_share < 1:
-        raise ValueError("decoded features need a codec")
     stop = config.steps if until is None else min(until, config.steps)
     bar = tqdm(total=config.steps, initial=start, desc="classifier", unit="step", disable=not progress)
     model.train()
