@@ -8,8 +8,10 @@
 * :func:`train_classifier`: stage (b)/(c) for the classification head (paper Fig. 7): FEM and codec
   frozen, AFR + head trained with cross-entropy on S-MNIST train, each batch on the decoded
   features of a random quality (the codec's forward pass in eval mode: real rounding) or, for a
-  share of the batches, on uncompressed features. ``reference=True`` trains the same head on TFP41
-  images from the raw spikes instead (the 1 bpp reference).
+  share of the batches, on uncompressed features. Every moment of a clip is trained on, with its
+  neighbours at a random one of the training strides, paired as the stream pairs them (a clip's
+  first and last moments stand in for their missing neighbour). ``reference=True`` trains the same
+  head on TFP41 images from the raw spikes instead (the 1 bpp reference).
 * :func:`evaluate_classifier`: accuracy on S-MNIST test, uncompressed and through real encoded
   streams at every quality (bpp of the whole file), per-class precision / recall / F1.
 """
@@ -147,20 +149,31 @@ class ClassifierTrainConfig:
     raw_share: float = 0.25
     # relative odds of the codec qualities in the compressed batches; empty: all equally likely
     quality_weights: tuple[float, ...] = ()
+    # the AFR reads the codec's refined motion (registry `decoded_motion` of the classifier made);
+    # otherwise it estimates motion itself on decoded features too, as classify_stream then does
+    decoded_motion: bool = False
     head_only: bool = False  # AFR frozen (run without gradients, ~3x faster steps): only the head learns
     # random rotation (degrees), scale and shift (pixels) of the fused features, the same for a sample's
     # channels; 0 disables. Varies digit shapes beyond the 4,000 training digits.
     augment_degrees: float = 0.0
     augment_scale: float = 0.0
     augment_shift: float = 0.0
-    centres: tuple[int, ...] = (79, 99, 119)  # moments trained on (their neighbours at +-stride too)
-    stride: int = DEFAULT_STRIDE
+    # moments trained on; empty: every moment of a clip at the smallest stride (as evaluated)
+    centres: tuple[int, ...] = ()
+    # each batch aligns its centre with the neighbours at one of these strides (as classify_stream
+    # does: a clip's first and last moments stand in for their missing neighbour)
+    strides: tuple[int, ...] = (DEFAULT_STRIDE, 2 * DEFAULT_STRIDE)
     seed: int = 0
     threads: int | None = None
     limit: int | None = None  # at most this many training clips (tests)
 
     def __post_init__(self) -> None:
+        if any(isinstance(c, bool) or int(c) != c or c < 0 for c in self.centres):
+            raise ValueError(f"centres must be spike-frame indices, got {self.centres!r}")
         self.centres = tuple(int(c) for c in self.centres)
+        if not self.strides or any(isinstance(s, bool) or int(s) != s or s < 1 for s in self.strides):
+            raise ValueError(f"strides must be one or more positive integers, got {self.strides!r}")
+        self.strides = tuple(int(s) for s in self.strides)
         self.quality_weights = tuple(float(w) for w in self.quality_weights)
         if any(w < 0 for w in self.quality_weights) or (self.quality_weights and not sum(self.quality_weights)):
             raise ValueError("quality_weights must be non-negative and not all zero")
@@ -169,18 +182,17 @@ class ClassifierTrainConfig:
                 raise ValueError(f"{name} must be >= 0")
         if not 0 <= self.augment_scale < 1:
             raise ValueError("augment_scale must lie in [0, 1)")
-        for name in ("steps", "steps_per_epoch", "batch_size", "stride"):
+        for name in ("steps", "steps_per_epoch", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or int(value) != value or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not 0 <= self.raw_share <= 1:
             raise ValueError("raw_share must lie in [0, 1]")
-        if not self.centres:
-            raise ValueError("centres must name at least one moment")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["centres"] = list(self.centres)
+        data["strides"] = list(self.strides)
         data["quality_weights"] = list(self.quality_weights)
         return data
 
@@ -191,22 +203,46 @@ class ClassifierTrainConfig:
         return config_from_dict(cls, data, "classifier training")
 
 
-def _training_inputs(config: ClassifierTrainConfig, fem: Any) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+def training_moments(config: ClassifierTrainConfig, num_frames: int, before: int,
+                     after: int) -> tuple[list[int], dict[tuple[int, int], tuple[int, int]]]:
+    """The centres of a clip of ``num_frames`` spike frames, and the (previous, next) neighbours of
+    each centre at each training stride, as evaluation pairs them (``neighbour_moments``)."""
+    from spikecodec.models.sci import neighbour_moments
+    from spikecodec.moments import moments_for
+
+    valid = moments_for(num_frames, min(config.strides), before, after)
+    centres = list(config.centres) or [int(t) for t in valid]
+    if not centres:
+        raise ValueError(f"clips of {num_frames} spike frames hold no FEM window")
+    outside = [t for t in centres if not before <= t <= num_frames - 1 - after]
+    if outside:
+        raise ValueError(f"centres {outside} lie outside the FEM windows of a {num_frames}-frame clip")
+    neighbours = {}
+    for stride in config.strides:
+        previous, following = neighbour_moments(np.asarray(centres), stride, num_frames, before, after)
+        neighbours.update({(t, stride): (int(p), int(n)) for t, p, n in zip(centres, previous, following)})
+    return centres, neighbours
+
+
+def _training_inputs(config: ClassifierTrainConfig, fem: Any) -> tuple[torch.Tensor, torch.Tensor, list[int], Any]:
     """Per clip: FEM features (fp16) at every moment the centres and their neighbours need, or TFP41
-    images at the centres (reference); and the labels. Clips are read in batches and written into one
-    tensor allocated up front (stacking per-clip tensors would briefly hold everything twice)."""
+    images at the centres (reference); the labels; the moments stored; and the centres with their
+    neighbours (:func:`training_moments`). Clips are read in batches and written into one tensor
+    allocated up front (stacking per-clip tensors would briefly hold everything twice)."""
     from data_tools.smnist import load_smnist
     from spikecodec.baselines import tfp
     from spikecodec.models.fem import extract_features
 
     import h5py
 
-    needed = sorted({c + d * config.stride for c in config.centres for d in (-1, 0, 1)})
     paths, counts = config.data.split(","), []
     for path in paths:
         with h5py.File(path, "r") as handle:
             total = int(handle["labels"].shape[0])
         counts.append(min(total, config.limit) if config.limit else total)
+    num_frames = load_smnist(paths[0], np.arange(1))[0].shape[1]
+    centres, neighbours = training_moments(config, num_frames, fem.window_before, fem.window_after)
+    needed = centres if config.reference else sorted(set(centres).union(*neighbours.values()))
     stored: torch.Tensor | None = None
     labels, filled = [], 0
     for path, total in zip(paths, counts):
@@ -214,15 +250,18 @@ def _training_inputs(config: ClassifierTrainConfig, fem: Any) -> tuple[torch.Ten
             spikes, batch_labels, _ = load_smnist(path, np.arange(first, min(total, first + 200)))
             labels.append(torch.from_numpy(batch_labels))
             for clip in spikes:
+                if clip.shape[0] != num_frames:
+                    raise ValueError(f"{path}: clips of {clip.shape[0]} spike frames; the first file's have "
+                                     f"{num_frames}")
                 if config.reference:
-                    item = torch.from_numpy(tfp(clip, list(config.centres))).half()
+                    item = torch.from_numpy(tfp(clip, needed)).half()
                 else:
                     item = extract_features(fem, clip, needed).half()
                 if stored is None:
                     stored = torch.empty((sum(counts),) + tuple(item.shape), dtype=torch.float16)
                 stored[filled] = item
                 filled += 1
-    return stored, torch.cat(labels), needed
+    return stored, torch.cat(labels), needed, (centres, neighbours)
 
 
 def build_classifier(config: ClassifierTrainConfig) -> tuple[torch.nn.Module, Any, Any]:
@@ -260,16 +299,16 @@ def build_classifier(config: ClassifierTrainConfig) -> tuple[torch.nn.Module, An
 
 
 @torch.no_grad()
-def _decoded(codec: Any, features: torch.Tensor, quality: int) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Decoded features of (previous, current, next) coded as I, P, P, and the current refined motion."""
-    state, decoded, motion = None, [], None
-    for k in range(3):
+def _decoded(codec: Any, features: torch.Tensor, quality: int) -> tuple[list[torch.Tensor], list[Any]]:
+    """Decoded features of the moments ``features`` (B, n, C, H, W) holds, coded in order as an I
+    frame then P frames, and the refined motion of each (None for the I frame)."""
+    state, decoded, motions = None, [], []
+    for k in range(features.shape[1]):
         out = codec(features[:, k], quality, state)
         state = out["state"]
         decoded.append(out["x_hat"])
-        if k == 1:
-            motion = out["motion_refined"]
-    return decoded, motion
+        motions.append(out["motion_refined"] if k else None)
+    return decoded, motions
 
 
 def _augmented(fused: torch.Tensor, config: ClassifierTrainConfig, rng: np.random.Generator) -> torch.Tensor:
@@ -334,7 +373,7 @@ def train_classifier(config: ClassifierTrainConfig, out_dir: str | os.PathLike, 
         start = int(state["step"])
     elif log_path.exists():
         log_path.unlink()
-    inputs, labels, needed = _training_inputs(config, fem)
+    inputs, labels, needed, (centres, neighbours) = _training_inputs(config, fem)
     position = {t: k for k, t in enumerate(needed)}
     stop = config.steps if until is None else min(until, config.steps)
     bar = tqdm(total=config.steps, initial=start, desc="classifier", unit="step", disable=not progress)
@@ -351,23 +390,28 @@ def train_classifier(config: ClassifierTrainConfig, out_dir: str | os.PathLike, 
             rng = np.random.default_rng([config.seed, step, 0xC1A5])
             torch.manual_seed(int(rng.integers(2**62)))
             chosen = rng.choice(labels.numel(), size=min(config.batch_size, labels.numel()), replace=False)
-            centre = int(rng.integers(len(config.centres)))
+            t = centres[int(rng.integers(len(centres)))]
+            stride = config.strides[int(rng.integers(len(config.strides)))]
             target = labels[chosen]
             if config.reference:
-                logits = model(inputs[chosen, centre][:, None].float())
+                logits = model(inputs[chosen, position[t]][:, None].float())
                 quality = "tfp41"
             else:
-                t = config.centres[centre]
-                picks = [position[t - config.stride], position[t], position[t + config.stride]]
-                features = inputs[chosen][:, picks].float()
+                previous, following = neighbours[t, stride]
+                # a clip's first / last moment stands in for its missing neighbour (coded once)
+                coded = sorted({previous, t, following})
+                features = inputs[chosen][:, [position[m] for m in coded]].float()
                 if rng.random() < config.raw_share:
-                    quality, decoded, motion = "raw", [features[:, k] for k in range(3)], None
+                    quality, decoded, motions = "raw", [features[:, k] for k in range(len(coded))], None
                 else:
                     quality = int(rng.integers(qualities) if quality_odds is None
                                   else rng.choice(qualities, p=quality_odds))
-                    decoded, motion = _decoded(codec, features, quality)
+                    decoded, motions = _decoded(codec, features, quality)
+                at = {m: k for k, m in enumerate(coded)}
+                motion = motions[at[t]] if motions and config.decoded_motion else None
                 with torch.set_grad_enabled(not config.head_only):
-                    fused = model.afr(decoded[0], decoded[1], decoded[2], motion, None)["fused"]
+                    fused = model.afr(decoded[at[previous]], decoded[at[t]], decoded[at[following]], motion,
+                                      None)["fused"]
                 logits = model.head(_augmented(fused, config, rng))
             loss = F.cross_entropy(logits, target)
             optimizer.zero_grad(set_to_none=True)
@@ -379,6 +423,7 @@ def train_classifier(config: ClassifierTrainConfig, out_dir: str | os.PathLike, 
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy:.2f}")
             done = step + 1
             log.write(json.dumps({"step": done, "loss": loss.item(), "batch_accuracy": accuracy, "quality": quality,
+                                  "moment": t, "stride": stride,
                                   "lr": scheduler.get_last_lr()[0], "elapsed_s": time.monotonic() - began}) + "\n")
             if done % config.steps_per_epoch == 0 or done == stop:
                 log.flush()

@@ -393,11 +393,21 @@ def _float_list(text: str, option: str) -> tuple[float, ...]:
               help="... and scale them by 1 +- up to this.")
 @click.option("--augment-shift", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="... and shift them by up to this many pixels.")
+@click.option("--strides", default=f"{DEFAULT_STRIDE},{2 * DEFAULT_STRIDE}", show_default=True,
+              metavar="S1,S2,...",
+              help="Encoder strides to train for: each batch pairs its moment with the neighbours at one of "
+                   "them (every moment of a clip at the smallest stride is trained on).")
+@click.option("--centres", default="", metavar="T1,T2,...",
+              help="Moments (spike-frame indices) to train on; default: every moment of a clip at the smallest "
+                   "stride.")
+@click.option("--decoded-motion", is_flag=True,
+              help="The AFR reads the codec's refined motion on decoded features (the registry entry of such a "
+                   "head must say decoded_motion=True); by default it estimates motion itself, as on raw features.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
 def train_classifier_command(data, out_dir, codec, reference, raw_share, init, steps, batch_size, lr,
-                             quality_weights, head_only, augment_degrees, augment_scale, augment_shift, threads,
-                             resume):
+                             quality_weights, head_only, augment_degrees, augment_scale, augment_shift, strides,
+                             centres, decoded_motion, threads, resume):
     """Train the S-MNIST classification head on frozen FEM + codec features (stage b/c for the task)."""
     from spikecodec.classification import ClassifierTrainConfig, train_classifier
 
@@ -406,7 +416,9 @@ def train_classifier_command(data, out_dir, codec, reference, raw_share, init, s
                                        steps=steps, batch_size=batch_size, lr=lr, threads=threads,
                                        quality_weights=_float_list(quality_weights, "--quality-weights"),
                                        head_only=head_only, augment_degrees=augment_degrees,
-                                       augment_scale=augment_scale, augment_shift=augment_shift)
+                                       augment_scale=augment_scale, augment_shift=augment_shift,
+                                       strides=_float_list(strides, "--strides"), decoded_motion=decoded_motion,
+                                       centres=_float_list(centres, "--centres"))
         result = train_classifier(config, out_dir, resume=resume)
     except _codec_errors() as error:
         raise click.ClickException(str(error)) from None

@@ -101,13 +101,47 @@ def test_train_classifier_tiny_runs_and_resumes(tmp_path):
     head_only = dataclasses.replace(config, head_only=True, raw_share=0.0, quality_weights=(1.0, 0.0, 0.0, 0.0),
                                     augment_degrees=10, augment_scale=0.1, augment_shift=2)
     trained = train_classifier(head_only, tmp_path / "head", progress=False)["model"]
-    qualities = [json.loads(line)["quality"] for line in open(tmp_path / "head" / "train_log.jsonl")]
-    assert qualities == [0] * 4  # the other qualities have odds 0
+    log = [json.loads(line) for line in open(tmp_path / "head" / "train_log.jsonl")]
+    assert [entry["quality"] for entry in log] == [0] * 4  # the other qualities have odds 0
+    assert {entry["stride"] for entry in log} <= set(head_only.strides)
     source = load_model("sci-tiny-test-recon").afr.state_dict()
     assert all(torch.equal(value, source[name]) for name, value in trained.afr.state_dict().items())
     torch.manual_seed(head_only.seed)  # as train_classifier does before building
     initial, _, _ = build_classifier(head_only)
     assert not torch.equal(trained.head.out.weight, initial.head.out.weight)
+
+    # the AFR gets the codec's motion on decoded batches only when asked (as the registry tells classify)
+    from spikecodec.models.afr import AFR
+
+    seen, forward = [], AFR.forward
+
+    def spy(self, f_prev, f_cur, f_next, motion_prev=None, *rest):
+        seen.append(motion_prev is not None)
+        return forward(self, f_prev, f_cur, f_next, motion_prev, *rest)
+
+    interior = dataclasses.replace(head_only, steps=2, centres=(99,), strides=(20,))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(AFR, "forward", spy)
+        train_classifier(interior, tmp_path / "own-motion", progress=False)
+        assert seen == [False, False]
+        train_classifier(dataclasses.replace(interior, decoded_motion=True), tmp_path / "codec-motion",
+                         progress=False)
+        assert seen[2:] == [True, True]
+
+
+def test_training_moments_pair_neighbours_as_streams_do():
+    from spikecodec.classification import training_moments
+
+    centres, neighbours = training_moments(ClassifierTrainConfig(), 200, 20, 20)
+    assert centres == list(range(20, 161, 20))  # every moment a stride-20 stream of 200 frames codes
+    assert neighbours[20, 20] == (20, 40) and neighbours[160, 20] == (140, 160)  # ends stand in
+    assert neighbours[100, 40] == (60, 140) and neighbours[140, 40] == (100, 140)
+    centres, neighbours = training_moments(ClassifierTrainConfig(centres=(99,), strides=(20,)), 200, 20, 20)
+    assert centres == [99] and neighbours == {(99, 20): (79, 119)}
+    with pytest.raises(ValueError, match="outside"):
+        training_moments(ClassifierTrainConfig(centres=(190,)), 200, 20, 20)
+    with pytest.raises(ValueError, match="strides"):
+        ClassifierTrainConfig(strides=(20.5,))
 
 
 def test_classifier_feature_augmentation_rotates_shifts_and_scales():
