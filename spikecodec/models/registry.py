@@ -139,11 +139,12 @@ _SPECS = [
                           "the I frame's image (stage intra); decoded by the stage-b reconstructor)"),
     ModelSpec("sci-codec-v2-mnist", "classifier", ClassifierConfig(fem=SMALL_SCI.fem).to_dict(), base="sci-codec-v2",
               weights="sci-codec-v2-mnist.safetensors",
-              sha256="c7f0c8683cc6c4f0ced791befa61b18e2fb5dffc245895919eda21b15a7ec00b",
+              sha256="b42505c94c317ac51362881a39d89755e194376f455f309d2618deebbf72fab6",
               description="S-MNIST classifier (AFR + head): sci-codec-v1-mnist fine-tuned on sci-codec-v2 decoded "
                           "features at every quality (and uncompressed ones a quarter of the time), then trained further on four "
                           "renderings of S-MNIST train, then its head alone on rotated, scaled and shifted fused features with quality 0 "
-                          "twice as often"),
+                          "twice as often, then again on every moment a stream codes at strides 20 and 40, the AFR "
+                          "estimating motion itself on decoded features as classify does"),
     ModelSpec("cnn-baseline-v1", "plain-cnn", BASELINE_CNN.to_dict(), weights="cnn-baseline-v1.safetensors",
               sha256="36b6a05c3d12d4f45d4d032cd4eb5c7dc47d08f1718eae078ae0116439824f46",
               description="plain CNN on 41 raw spike frames (benchmark baseline)"),
