@@ -224,11 +224,18 @@ def training_moments(config: ClassifierTrainConfig, num_frames: int, before: int
     return centres, neighbours
 
 
-def _training_inputs(config: ClassifierTrainConfig, fem: Any) -> tuple[torch.Tensor, torch.Tensor, list[int], Any]:
-    """Per clip: FEM features (fp16) at every moment the centres and their neighbours need, or TFP41
-    images at the centres (reference); the labels; the moments stored; and the centres with their
-    neighbours (:func:`training_moments`). Clips are read in batches and written into one tensor
-    allocated up front (stacking per-clip tensors would briefly hold everything twice)."""
+def _clip_frames(config: ClassifierTrainConfig) -> int:
+    """Spike frames in a clip of the first training file."""
+    from data_tools.smnist import load_smnist
+
+    return int(load_smnist(config.data.split(",")[0], np.arange(1))[0].shape[1])
+
+
+def _training_inputs(config: ClassifierTrainConfig, fem: Any, num_frames: int, needed: list[int]
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per clip: FEM features (fp16) at the moments ``needed`` (the centres and their neighbours), or
+    TFP41 images there (reference); and the labels. Clips are read in batches and written into one
+    tensor allocated up front (stacking per-clip tensors would briefly hold everything twice)."""
     from data_tools.smnist import load_smnist
     from spikecodec.baselines import tfp
     from spikecodec.models.fem import extract_features
@@ -240,9 +247,6 @@ def _training_inputs(config: ClassifierTrainConfig, fem: Any) -> tuple[torch.Ten
         with h5py.File(path, "r") as handle:
             total = int(handle["labels"].shape[0])
         counts.append(min(total, config.limit) if config.limit else total)
-    num_frames = load_smnist(paths[0], np.arange(1))[0].shape[1]
-    centres, neighbours = training_moments(config, num_frames, fem.window_before, fem.window_after)
-    needed = centres if config.reference else sorted(set(centres).union(*neighbours.values()))
     stored: torch.Tensor | None = None
     labels, filled = [], 0
     for path, total in zip(paths, counts):
@@ -261,7 +265,7 @@ def _training_inputs(config: ClassifierTrainConfig, fem: Any) -> tuple[torch.Ten
                     stored = torch.empty((sum(counts),) + tuple(item.shape), dtype=torch.float16)
                 stored[filled] = item
                 filled += 1
-    return stored, torch.cat(labels), needed, (centres, neighbours)
+    return stored, torch.cat(labels)
 
 
 def build_classifier(config: ClassifierTrainConfig) -> tuple[torch.nn.Module, Any, Any]:
@@ -352,6 +356,9 @@ def train_classifier(config: ClassifierTrainConfig, out_dir: str | os.PathLike, 
         raise ValueError(f"quality_weights names {len(config.quality_weights)} qualities; the codec has {qualities}")
     quality_odds = (np.asarray(config.quality_weights) / sum(config.quality_weights)
                     if config.quality_weights else None)
+    num_frames = _clip_frames(config)
+    centres, neighbours = training_moments(config, num_frames, fem.window_before, fem.window_after)
+    needed = centres if config.reference else sorted(set(centres).union(*neighbours.values()))
     out_dir.mkdir(parents=True, exist_ok=True)  # only once the run can start
     if config.head_only and not config.reference:
         for parameter in model.afr.parameters():
@@ -373,7 +380,7 @@ def train_classifier(config: ClassifierTrainConfig, out_dir: str | os.PathLike, 
         start = int(state["step"])
     elif log_path.exists():
         log_path.unlink()
-    inputs, labels, needed, (centres, neighbours) = _training_inputs(config, fem)
+    inputs, labels = _training_inputs(config, fem, num_frames, needed)
     position = {t: k for k, t in enumerate(needed)}
     stop = config.steps if until is None else min(until, config.steps)
     bar = tqdm(total=config.steps, initial=start, desc="classifier", unit="step", disable=not progress)
