@@ -24,6 +24,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from docs_sections import replace_section  # noqa: E402
 
 from spikecodec.classification import DEFAULT_CLASSIFIER, evaluate_classifier  # noqa: E402
+from spikecodec.models.classifier import TEST_VIEWS  # noqa: E402
+from spikecodec.models.registry import get_spec  # noqa: E402
 
 
 def ensure_test(path: Path) -> None:
@@ -36,11 +38,14 @@ def ensure_test(path: Path) -> None:
 
 def markdown(reports: list[dict], command: str) -> str:
     first = reports[0]
+    views = (f" The head averages its log-probabilities over {len(TEST_VIEWS)} warped views of each moment "
+             "(small rotations, scalings and shifts; the registry's `test_views`)."
+             if get_spec(first["classifier"]).test_views else "")
     lines = ["## Classification from the bitstream (S-MNIST test)", "",
              f"`{command}`. Classifier `{first['classifier']}` on the streams of `{first['codec']}` "
              f"(GOP {first['gop']}), S-MNIST test ({first['clips']} clips, 64x64, 200 spike frames each). "
              "The label aggregates every coded moment of the clip; bpp is the whole `.sci` file over the clip's spike pixels. The drop is against the "
-             "uncompressed features at the same moments.", "",
+             f"uncompressed features at the same moments.{views}", "",
              "| stride (median moments a clip) | input | bpp | accuracy | drop vs uncompressed (points) |",
              "| --- | --- | --- | --- | --- |"]
     for report in reports:

@@ -22,6 +22,8 @@ python benchmarks/bench_codec.py speed --write-docs
 python benchmarks/bench_codec.py memory --write-docs
 test -f data/smnist_train.h5 || python -m data_tools smnist --split train -o data/smnist_train.h5
 test -f data/smnist_train_seed1.h5 || python -m data_tools smnist --split train --seed 1 -o data/smnist_train_seed1.h5
+# the TFP41 reference head, as trained for docs/TRAINING.md (moments 79 / 99 / 119, stride 20)
 spikecodec train-classifier --reference --codec sci-small-v1 --raw-share 1 --steps 3000 \
+    --centres 79,99,119 --strides 20 --decoded-motion \
     --data data/smnist_train.h5,data/smnist_train_seed1.h5 --out runs/cls_ref2 --threads 1
-python benchmarks/bench_classify.py --reference runs/cls_ref2/reference.safetensors --write-docs
+python benchmarks/bench_classify.py --reference runs/cls_ref2/reference.safetensors --jobs 2 --write-docs

@@ -316,23 +316,16 @@ def _decoded(codec: Any, features: torch.Tensor, quality: int) -> tuple[list[tor
 
 
 def _augmented(fused: torch.Tensor, config: ClassifierTrainConfig, rng: np.random.Generator) -> torch.Tensor:
-    """``fused`` (B, C, H, W) with each sample rotated, scaled and shifted at random about its centre
-    (edges repeat the border: the backgrounds are textured, not black)."""
-    batch, _, height, width = fused.shape
+    """``fused`` (B, C, H, W) with each sample rotated, scaled and shifted at random about its centre."""
+    from spikecodec.models.classifier import affine_warp
+
+    batch = fused.shape[0]
     if not (config.augment_degrees or config.augment_scale or config.augment_shift):
         return fused
-    angle = np.deg2rad(rng.uniform(-config.augment_degrees, config.augment_degrees, batch))
+    degrees = rng.uniform(-config.augment_degrees, config.augment_degrees, batch)
     scale = 1.0 + rng.uniform(-config.augment_scale, config.augment_scale, batch)
     shift = rng.uniform(-config.augment_shift, config.augment_shift, (batch, 2))
-    # affine_grid maps output to input positions in [-1, 1] coordinates
-    theta = np.zeros((batch, 2, 3))
-    theta[:, 0, 0] = theta[:, 1, 1] = np.cos(angle) / scale
-    theta[:, 0, 1] = -np.sin(angle) / scale * height / width
-    theta[:, 1, 0] = np.sin(angle) / scale * width / height
-    theta[:, 0, 2] = 2 * shift[:, 0] / width
-    theta[:, 1, 2] = 2 * shift[:, 1] / height
-    grid = F.affine_grid(torch.from_numpy(theta).to(fused), list(fused.shape), align_corners=False)
-    return F.grid_sample(fused, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return affine_warp(fused, degrees, scale, shift)
 
 
 def train_classifier(config: ClassifierTrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,

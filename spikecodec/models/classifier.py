@@ -6,6 +6,11 @@ current one with its own AFR (reading the FMVR-refined decoded motion, like reco
 its moments: the mean of their log-probabilities. The same bitstream serves reconstruction and
 classification; only the cloud-side heads differ.
 
+A head trained on rotated, scaled and shifted fused features (``train-classifier --augment-*``) can
+also average its log-probabilities over :data:`TEST_VIEWS` of each moment (registry
+``test_views``): on a fresh rendering of the training digits this lowered the per-moment
+log-loss by 7-8%, uncompressed and at quality 0.
+
 :class:`ImageClassifier` is the reference: the same head on one intensity image (TFP frames made
 from the raw spikes, 1 bpp).
 """
@@ -16,6 +21,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -110,15 +116,45 @@ class ClassifierConfig:
         return cls(fem=fem, afr=afr, head=head)
 
 
-class SCIClassifier(nn.Module):
-    """FEM (for uncompressed features) + AFR + classification head."""
+def affine_warp(features: torch.Tensor, degrees: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> torch.Tensor:
+    """``features`` (B, C, H, W), each sample rotated by ``degrees`` (B,), scaled by ``scale`` (B,)
+    and shifted by ``shift`` (B, 2) pixels (x, y) about its centre; the border repeats (the
+    backgrounds are textured, not black)."""
+    batch, _, height, width = features.shape
+    angle = np.deg2rad(np.asarray(degrees, dtype=float))
+    scale = np.asarray(scale, dtype=float)
+    shift = np.asarray(shift, dtype=float)
+    # affine_grid maps output to input positions in [-1, 1] coordinates
+    theta = np.zeros((batch, 2, 3))
+    theta[:, 0, 0] = theta[:, 1, 1] = np.cos(angle) / scale
+    theta[:, 0, 1] = -np.sin(angle) / scale * height / width
+    theta[:, 1, 0] = np.sin(angle) / scale * width / height
+    theta[:, 0, 2] = 2 * shift[:, 0] / width
+    theta[:, 1, 2] = 2 * shift[:, 1] / height
+    grid = F.affine_grid(torch.from_numpy(theta).to(features), list(features.shape), align_corners=False)
+    return F.grid_sample(features, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
-    def __init__(self, config: ClassifierConfig | None = None):
+
+# (degrees, scale, shift x, shift y): the unchanged features, then small moves well inside the
+# training augmentation (12 degrees, 0.9-1.1, 3 pixels); fixed before any test clip was scored
+TEST_VIEWS = ((0.0, 1.0, 0.0, 0.0), (6.0, 1.0, 0.0, 0.0), (-6.0, 1.0, 0.0, 0.0), (0.0, 1.06, 0.0, 0.0),
+              (0.0, 0.94, 0.0, 0.0), (0.0, 1.0, 2.0, 0.0), (0.0, 1.0, -2.0, 0.0), (0.0, 1.0, 0.0, 2.0),
+              (0.0, 1.0, 0.0, -2.0))
+
+
+class SCIClassifier(nn.Module):
+    """FEM (for uncompressed features) + AFR + classification head.
+
+    ``test_views``: :meth:`analyze` averages the head's log-probabilities over :data:`TEST_VIEWS`
+    of the fused features (for heads trained on augmented features; the registry sets it)."""
+
+    def __init__(self, config: ClassifierConfig | None = None, test_views: bool = False):
         super().__init__()
         self.config = config = config or ClassifierConfig()
         self.fem = FEM(config.fem)
         self.afr = AFR(config.afr)
         self.head = ClassificationHead(config.head)
+        self.test_views = test_views
 
     @property
     def classes(self) -> int:
@@ -126,8 +162,15 @@ class SCIClassifier(nn.Module):
 
     def analyze(self, f_prev: torch.Tensor, f_cur: torch.Tensor, f_next: torch.Tensor,
                 motion_prev: torch.Tensor | None = None) -> torch.Tensor:
-        """Features of t - stride, t, t + stride (decoded or not) -> (B, classes) logits."""
-        return self.head(self.afr(f_prev, f_cur, f_next, motion_prev, None)["fused"])
+        """Features of t - stride, t, t + stride (decoded or not) -> (B, classes) logits
+        (log-probabilities averaged over the views with ``test_views``)."""
+        fused = self.afr(f_prev, f_cur, f_next, motion_prev, None)["fused"]
+        if not self.test_views:
+            return self.head(fused)
+        batch, views = fused.shape[0], np.asarray(TEST_VIEWS).repeat(fused.shape[0], axis=0)
+        warped = affine_warp(fused.repeat(len(TEST_VIEWS), 1, 1, 1), views[:, 0], views[:, 1], views[:, 2:])
+        log_probabilities = F.log_softmax(self.head(warped), dim=-1).view(len(TEST_VIEWS), batch, -1)
+        return log_probabilities.mean(dim=0)
 
 
 class ImageClassifier(nn.Module):
@@ -153,5 +196,5 @@ def clip_log_probabilities(logits: torch.Tensor) -> torch.Tensor:
 
 __all__ = [
     "ClassificationHead", "ClassificationHeadConfig", "ClassifierConfig", "ImageClassifier", "SCIClassifier",
-    "clip_log_probabilities",
+    "TEST_VIEWS", "affine_warp", "clip_log_probabilities",
 ]

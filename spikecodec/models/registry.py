@@ -69,6 +69,9 @@ class ModelSpec:
     # reconstructor, classifier: AFR reads the stream's FMVR-refined decoded motion (it was trained
     # so, stage c2); otherwise AFR estimates motion from the decoded features, as in stage b
     decoded_motion: bool = False
+    # classifier: averages over fixed rotated / scaled / shifted views of each moment's fused
+    # features (models.classifier.TEST_VIEWS); for heads trained on such augmented features
+    test_views: bool = False
     description: str = ""
 
     @property
@@ -139,12 +142,13 @@ _SPECS = [
                           "the I frame's image (stage intra); decoded by the stage-b reconstructor)"),
     ModelSpec("sci-codec-v2-mnist", "classifier", ClassifierConfig(fem=SMALL_SCI.fem).to_dict(), base="sci-codec-v2",
               weights="sci-codec-v2-mnist.safetensors",
-              sha256="b42505c94c317ac51362881a39d89755e194376f455f309d2618deebbf72fab6",
+              sha256="b42505c94c317ac51362881a39d89755e194376f455f309d2618deebbf72fab6", test_views=True,
               description="S-MNIST classifier (AFR + head): sci-codec-v1-mnist fine-tuned on sci-codec-v2 decoded "
                           "features at every quality (and uncompressed ones a quarter of the time), then trained further on four "
                           "renderings of S-MNIST train, then its head alone on rotated, scaled and shifted fused features with quality 0 "
                           "twice as often, then again on every moment a stream codes at strides 20 and 40, the AFR "
-                          "estimating motion itself on decoded features as classify does"),
+                          "estimating motion itself on decoded features as classify does; each moment scored over 9 "
+                          "rotated / scaled / shifted views of its fused features"),
     ModelSpec("cnn-baseline-v1", "plain-cnn", BASELINE_CNN.to_dict(), weights="cnn-baseline-v1.safetensors",
               sha256="36b6a05c3d12d4f45d4d032cd4eb5c7dc47d08f1718eae078ae0116439824f46",
               description="plain CNN on 41 raw spike frames (benchmark baseline)"),
@@ -232,6 +236,8 @@ def load_model(model_id: str, weights_dir: str | Path | None = None, device: str
         if spec.seed is not None:
             torch.manual_seed(spec.seed)
         model = build_model(spec.kind, spec.config)
+    if spec.kind == "classifier":
+        model.test_views = spec.test_views
     if spec.kind in ("reconstructor", "classifier"):
         if spec.base is None:
             raise WeightsError(f"{spec.kind} {model_id!r} names no base")
