@@ -18,7 +18,8 @@
   (``--c1``) (section ``codec-bits``);
 - ``speed``: encoder and decoder throughput at 250x400 with default settings (file I/O included,
   medians), the encoder of ``--baseline`` timed in the same run (the machine is shared: compare
-  ratios, not runs), and MACs per moment of each side (section ``codec-speed``);
+  ratios, not runs), MACs per moment of each side, and where one more encode spends its time
+  (loading, reading, FEM, codec transforms, entropy coding, the rest) (section ``codec-speed``);
 - ``memory``: peak resident memory of ``spikecodec encode`` on a generated ``.dat`` of at least
   ``--gib`` GiB, in a child process (section ``codec-memory``).
 """
@@ -35,6 +36,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -300,6 +302,49 @@ def _write_test_dat(path: Path, frames: int, height: int = 250, width: int = 400
             writer.write(np.stack([next(spikes) for _ in range(min(1000, frames - start))]))
 
 
+def encoder_breakdown(dat: Path, end: Any) -> dict[str, float]:
+    """Seconds of one default ``encode_file`` of ``dat`` spent in each stage: model loading, spike
+    reading, FEM, the codec's transforms, entropy coding (compressai's ``EntropyModel.compress``:
+    symbols, list conversion and rANS) and the rest (frame units, hashing, Python); each stage is
+    timed by wrapping the function that does it."""
+    from unittest import mock
+
+    from compressai.entropy_models import EntropyModel
+
+    import spikecodec.models.fem as fem_module
+    from spikecodec.codec import encode_file, load_end_side
+    from spikecodec.io import DatReader
+
+    seconds: dict[str, float] = defaultdict(float)
+
+    def timed(stage: str, function: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                seconds[stage] += time.perf_counter() - started
+        return wrapper
+
+    timed("model loading", load_end_side)(DEFAULT_CODEC_MODEL)  # timed only: the encode below reuses ``end``
+    with tempfile.TemporaryDirectory() as folder, \
+            mock.patch.object(DatReader, "read", timed("spike reading", DatReader.read)), \
+            mock.patch.object(fem_module, "extract_features", timed("FEM", fem_module.extract_features)), \
+            mock.patch.object(end.codec, "compress", timed("codec", end.codec.compress)), \
+            mock.patch.object(EntropyModel, "compress", timed("entropy coding", EntropyModel.compress)):
+        started = time.perf_counter()
+        result = encode_file(dat, Path(folder) / "s.sci", model=end)
+        total = time.perf_counter() - started
+    missed = [stage for stage in ("spike reading", "FEM", "codec", "entropy coding") if not seconds[stage]]
+    if missed:  # encode_reader no longer calls the wrapped function
+        raise RuntimeError(f"the encoder breakdown timed nothing for {missed}: update encoder_breakdown")
+    seconds["codec transforms"] = seconds.pop("codec") - seconds["entropy coding"]
+    seconds["rest (frame units, hashing, Python)"] = total - sum(
+        seconds[k] for k in ("spike reading", "FEM", "codec transforms", "entropy coding"))
+    seconds["moments"] = float(result.frames)
+    return dict(seconds)
+
+
 def speed(frames: int, repeats: int, threads: int, baseline: str | None) -> tuple[dict, str]:
     from spikecodec.codec import decode_stream, encode_file, load_end_side
     from spikecodec.models.codec import codec_cost
@@ -325,6 +370,7 @@ def speed(frames: int, repeats: int, threads: int, baseline: str | None) -> tupl
             started = time.perf_counter()
             decode_stream(sci)
             decode_times.append(time.perf_counter() - started)
+        stages = encoder_breakdown(dat, end)
     cost = codec_cost(end.codec, 250, 400, DEFAULT_GOP)
     fem_macs = total_macs(fem_cost(end.fem, 250, 400))
     analysis_macs = total_macs(afr_cost(analysis.afr, 250, 400, analysis.head))
@@ -338,6 +384,7 @@ def speed(frames: int, repeats: int, threads: int, baseline: str | None) -> tupl
         "decoder_macs_per_moment": cost["gop_average"]["decoder"] + analysis_macs,
         "codec_decoder_macs_per_moment": cost["gop_average"]["decoder"], "analysis_macs_per_moment": analysis_macs,
         "bpp": result.bpp, "baseline": baseline, "baseline_encode_seconds": baseline_times,
+        "encoder_stage_seconds": stages,
     }
     baseline_rows = []
     if baseline:
@@ -360,6 +407,12 @@ def speed(frames: int, repeats: int, threads: int, baseline: str | None) -> tupl
         f"| decoder (codec + FMVR + AFR + head) | {report['decoder_frames_per_s']:.0f} | "
         f"{1000 * decode_s / result.frames:.0f} | {report['decoder_macs_per_moment'] / g:.2f} "
         f"(codec {cost['gop_average']['decoder'] / g:.2f} + analysis {analysis_macs / g:.2f}) |",
+        "", "Where one more encode of the same file spends its time (one pass, same threads; the codec's "
+        "entropy coding is compressai's `compress`: symbols, list conversion, rANS):", "",
+        "| stage | ms per moment | share |", "| --- | --- | --- |",
+        *[f"| {name} | {1000 * value / stages['moments']:.1f} | "
+          f"{100 * value / sum(v for k, v in stages.items() if k != 'moments'):.0f}% |"
+          for name, value in stages.items() if name != "moments"],
         "", "Target: at least 500 spike frames/s for the encoder: "
         + ("met." if report["encoder_frames_per_s"] >= 500 else
            f"**missed** ({report['encoder_frames_per_s']:.0f}); rate-distortion was given priority (DESIGN.md)."),
