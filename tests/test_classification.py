@@ -178,7 +178,8 @@ def test_test_views_average_the_heads_log_probabilities_over_warped_features():
     plain = classifier.analyze(*features)
     classifier.test_views = True
     viewed = classifier.analyze(*features)
-    assert viewed.shape == plain.shape and torch.allclose(viewed.exp().sum(1), torch.ones(2), atol=1e-5)
+    # the mean of log-probabilities is a geometric mean: its probabilities sum to at most 1
+    assert viewed.shape == plain.shape and bool((viewed.exp().sum(1) <= 1 + 1e-6).all())
     fused = classifier.afr(*features, None, None)["fused"]
     expected = torch.stack([torch.log_softmax(classifier.head(affine_warp(fused, [d] * 2, [s] * 2, [[x, y]] * 2)), 1)
                             for d, s, x, y in TEST_VIEWS]).mean(0)
