@@ -67,7 +67,7 @@ SMOOTH_NORMS = ("l1", "l2")
 SPEED_BIN_NAMES = ("slow", "medium", "fast")
 CHECKPOINT_VERSION = 1
 # Config fields that may change between a checkpoint and its resumption.
-RESUMABLE_CHANGES = {"steps", "log_every", "threads"}
+RESUMABLE_CHANGES = {"steps", "log_every", "threads", "data_workers"}
 
 
 @dataclass
@@ -106,6 +106,7 @@ class TrainConfig:
     interpolation_order: int = 3
     log_every: int = 10
     threads: int | None = None
+    data_workers: int = 0  # processes generating clips ahead of the steps (0: in the training process)
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -118,6 +119,8 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or int(value) != value or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.data_workers, bool) or int(self.data_workers) != self.data_workers or self.data_workers < 0:
+            raise ValueError(f"data_workers must be an integer >= 0, got {self.data_workers!r}")
         if self.pool_refresh > self.pool_size:
             raise ValueError("pool_refresh cannot exceed pool_size")
         if not (self.lr > 0 and self.lr_final > 0):
@@ -291,38 +294,93 @@ def make_clip(
     return Clip(spikes=spikes, gt=gt, first_moment=before, speed_bin=speed_bin)
 
 
+# what a clip-generating worker process needs, set once when it starts
+_WORKER_SOURCE: dict[str, Any] = {}
+
+
+def _set_worker_source(source: dict[str, Any]) -> None:
+    _WORKER_SOURCE.update(source)
+
+
+def _clip_rng(config: TrainConfig, rank: int, version: int, slot: int) -> np.random.Generator:
+    return np.random.default_rng([config.seed, rank, version + 1, slot, 0x5C1])
+
+
+def _make_clip_for(key: tuple[int, int], source: dict[str, Any] | None = None) -> Clip:
+    """The clip of pool slot ``key[0]`` refreshed at step ``key[1]`` (in a worker: its source)."""
+    source = _WORKER_SOURCE if source is None else source
+    slot, version = key
+    config = source["config"]
+    return source["make"](config, source["photos"], _clip_rng(config, source["rank"], version, slot),
+                          config.crop, source["geometry"])
+
+
 class ClipPool:
     """Clips generated on the fly; ``pool_refresh`` of them replaced each step.
 
     The content of slot j at step s is the clip drawn with seed ``(seed, rank, s', j)``, s' the
     last step <= s that refreshed j (-1: initial fill), so the pool of any step can be rebuilt.
+    With ``config.data_workers`` > 0, worker processes (forked, so ``make`` need not pickle)
+    generate the clips of the coming steps while the model trains; the clips are the same.
     """
 
     def __init__(self, config: TrainConfig, photos: list[np.ndarray], rank: int,
                  geometry: tuple[int, int, int], make: Callable[..., Clip] = make_clip):
-        self.config, self.photos, self.rank, self.make = config, photos, rank, make
-        self.geometry = geometry
+        self.config = config
+        self.source = {"config": config, "photos": photos, "rank": rank, "geometry": geometry, "make": make}
         self.clips: list[Clip | None] = [None] * config.pool_size
         self.versions = [None] * config.pool_size
+        self.executor = None
+        self.pending: dict[tuple[int, int], Any] = {}
+        if config.data_workers:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
 
-    def _refreshed(self, step: int) -> set[int]:
+            self.executor = ProcessPoolExecutor(
+                config.data_workers, mp_context=multiprocessing.get_context("fork"),
+                initializer=_set_worker_source, initargs=(self.source,),
+            )
+            # enough steps ahead to keep every worker busy
+            self.lookahead = -(-2 * config.data_workers // config.pool_refresh)
+
+    def _is_refreshed(self, slot: int, step: int) -> bool:
         size, count = self.config.pool_size, self.config.pool_refresh
-        return {(step * count + k) % size for k in range(count)}
+        return (slot - step * count) % size < count
 
     def _version(self, slot: int, step: int) -> int:
         for past in range(step, max(-1, step - self.config.pool_size - 1), -1):
-            if slot in self._refreshed(past):
+            if self._is_refreshed(slot, past):
                 return past
         return -1
 
+    def _submit(self, key: tuple[int, int]) -> None:
+        if key not in self.pending:
+            self.pending[key] = self.executor.submit(_make_clip_for, key)  # type: ignore[union-attr]
+
     def at_step(self, step: int) -> list[Clip]:
-        for slot in range(self.config.pool_size):
-            version = self._version(slot, step)
-            if self.versions[slot] != version:
-                rng = np.random.default_rng([self.config.seed, self.rank, version + 1, slot, 0x5C1])
-                self.clips[slot] = self.make(self.config, self.photos, rng, self.config.crop, self.geometry)
-                self.versions[slot] = version
+        needed = [(slot, self._version(slot, step)) for slot in range(self.config.pool_size)]
+        needed = [(slot, version) for slot, version in needed if self.versions[slot] != version]
+        if self.executor is not None:
+            for key in needed:
+                self._submit(key)
+            for ahead in range(step + 1, step + 1 + self.lookahead):
+                for slot in range(self.config.pool_size):
+                    if self._is_refreshed(slot, ahead):
+                        self._submit((slot, ahead))
+        for slot, version in needed:
+            key = (slot, version)
+            if self.executor is not None:
+                self.clips[slot] = self.pending.pop(key).result()
+            else:
+                self.clips[slot] = _make_clip_for(key, self.source)
+            self.versions[slot] = version
         return self.clips  # type: ignore[return-value]
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            self.executor = None
+            self.pending.clear()
 
 
 def _augment(array: np.ndarray, flips: np.ndarray) -> np.ndarray:
@@ -342,7 +400,7 @@ def training_batches(
 ) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
     """Batches for steps ``start_step, start_step + 1, ...``, each a function of (seed, rank, step).
 
-    A batch holds ``spikes`` (B, before + 1 + after, crop, crop) float32 around the centre moment
+    A batch holds ``spikes`` (B, before + 1 + after, crop, crop) uint8 around the centre moment
     (index ``before``, see :func:`clip_geometry`), ``gt`` (B, 1, crop, crop) at that moment, and
     ``replicate_prev``/``replicate_next`` (B,) booleans for stage b.
     """
@@ -351,6 +409,14 @@ def training_batches(
     pool = ClipPool(config, photos, rank, geometry, make)
     _, before, after = geometry
     step = start_step
+    try:
+        yield from _batches_from(config, pool, rank, step, before, after)
+    finally:
+        pool.close()
+
+
+def _batches_from(config: TrainConfig, pool: ClipPool, rank: int, step: int, before: int,
+                  after: int) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
     while True:
         clips = pool.at_step(step)
         rng = np.random.default_rng([config.seed, rank, step + 1, 0xBA7C])
@@ -365,7 +431,7 @@ def training_batches(
         replicate = rng.random((2, config.batch_size)) < config.replicate_prob
         draw = rng.random(config.batch_size)  # stages c1/c2: each sample's quality
         yield step, {
-            "spikes": torch.from_numpy(np.stack(spikes)).float(),
+            "spikes": torch.from_numpy(np.stack(spikes)),  # uint8: a quarter of float32's bytes to move
             "gt": torch.from_numpy(np.stack(gts))[:, None].float(),
             "replicate_prev": torch.from_numpy(replicate[0]),
             "replicate_next": torch.from_numpy(replicate[1]),
@@ -392,6 +458,9 @@ def validation_clips(config: TrainConfig, photos: list[np.ndarray] | None = None
 
 def _features_at(fem: FEM, spikes: torch.Tensor, centre: int, offsets: tuple[int, ...]) -> list[torch.Tensor]:
     """FEM features (inference path, one prefix sum per clip) at ``centre + offset`` of (B, L, h, w)."""
+    if spikes.device.type != "cpu":  # the FEM's batched inference (see FEM.forward)
+        return [fem(spikes[:, centre + offset - fem.window_before:centre + offset + fem.window_after + 1])
+                for offset in offsets]
     prefixes = [SpikePrefix.of(clip) for clip in spikes]
     runs = [bank.runs() for bank in fem.filter_banks()]
     return [
@@ -601,7 +670,8 @@ def _set_feature_statistics(config: TrainConfig, model: "CodecStage", need: tupl
     for step, batch in training_batches(config, 0, 0, photos, make, need):
         if step >= batches:
             break
-        now, later = _features_at(model.fem, batch["spikes"], before, (0, config.stride))
+        spikes = batch["spikes"].to(next(model.fem.parameters()).device)
+        now, later = _features_at(model.fem, spikes, before, (0, config.stride))
         features.append(now)
         following.append(later)
     stacked = torch.cat(features)
@@ -1001,6 +1071,7 @@ def _train(config: TrainConfig, out_dir: Path, resume: bool, until: int | None, 
             if step >= stop:
                 break
             batch = {k: v.to(device) for k, v in batch.items()}
+            batch["spikes"] = batch["spikes"].float()  # converted where the model runs
             # noise inside the models (the codec's uniform quantisation noise) is a function of the step
             # too, so a resumed run repeats it
             torch.manual_seed(int(np.random.SeedSequence([config.seed, context.rank, step, 0x70C4]).generate_state(1)[0]))
@@ -1038,6 +1109,7 @@ def _train(config: TrainConfig, out_dir: Path, resume: bool, until: int | None, 
                 if context.world_size > 1:
                     dist.barrier()
     finally:
+        batches.close()  # stops the clip workers
         if bar is not None:
             bar.close()
         if log is not None:

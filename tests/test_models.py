@@ -115,6 +115,8 @@ def test_prefix_sum_path_equals_dense_path():
     dense = fem(window)
     fem.eval()
     assert torch.equal(fem(window), dense.detach())
+    # the batched inference that devices other than the CPU take
+    assert torch.allclose(fem(window, batched=True), dense.detach(), atol=1e-6)
 
 
 def test_trained_latents_inside_unit_interval_keep_inference_equal_to_training():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -97,6 +98,19 @@ def test_batches_depend_only_on_seed_rank_and_step():
     assert not torch.equal(other_rank["spikes"], resumed["spikes"])
     length, before, after = clip_geometry(config)
     assert (before, after) == (59, 26) and resumed["spikes"].shape == (2, before + 1 + after, 12, 12)
+
+
+def test_clip_workers_give_the_same_batches():
+    config = tiny_config()
+    in_process = training_batches(config, 0, 1, FAKE_PHOTOS["train"], fake_clip)
+    with_workers = training_batches(dataclasses.replace(config, data_workers=2), 0, 1, FAKE_PHOTOS["train"], fake_clip)
+    for _ in range(4):
+        (step, expected), (same_step, batch) = next(in_process), next(with_workers)
+        assert step == same_step
+        assert torch.equal(expected["spikes"], batch["spikes"]) and torch.equal(expected["gt"], batch["gt"])
+    with_workers.close()
+    with pytest.raises(ValueError, match="data_workers"):
+        dataclasses.replace(config, data_workers=-1)
 
 
 def test_real_clips_come_from_smotion():

@@ -431,14 +431,23 @@ class FEM(nn.Module):
         """The binary temporal filter banks: ventral, then dorsal when present."""
         return [self.ventral_filter, self.dorsal_filter] if self.config.dual_pathway else [self.ventral_filter]
 
-    def forward(self, window: torch.Tensor) -> torch.Tensor:
-        """(B, window_length, H, W) spike frames, frame ``window_before`` being the moment -> F_t."""
+    def forward(self, window: torch.Tensor, batched: bool | None = None) -> torch.Tensor:
+        """(B, window_length, H, W) spike frames, frame ``window_before`` being the moment -> F_t.
+
+        Inference takes per-sample prefix sums on CPU and one batched convolution elsewhere
+        (``batched`` overrides that choice; the features are the same)."""
         if window.dim() != 4 or window.shape[1] != self.window_length:
             raise ValueError(
                 f"FEM expects spike windows (B, {self.window_length}, H, W), got {tuple(window.shape)}"
             )
         if self.ventral_filter.needs_dense_path():
             counts = [bank.counts(window) for bank in self.filter_banks()]
+            return self.fuse(*counts)
+        if batched if batched is not None else window.device.type != "cpu":
+            # one convolution over the batch: off the CPU, the per-sample prefix sums below are bound
+            # by kernel launches (counts of 0/1 frames with 0/1 weights are exact either way)
+            counts = [F.conv2d(window, bank.binary_weight().to(window.dtype)[:, :, None, None])
+                      for bank in self.filter_banks()]
             return self.fuse(*counts)
         runs = [bank.runs() for bank in self.filter_banks()]
         return torch.cat([
