@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_baselines import SPEED_BINS, ensure_test_split  # noqa: E402
 from docs_sections import replace_section  # noqa: E402
 
-from spikecodec import DEFAULT_CODEC_MODEL, DEFAULT_GOP, DEFAULT_RECONSTRUCTION_MODEL, DEFAULT_STRIDE  # noqa: E402
+from spikecodec import DEFAULT_CODEC_MODEL, DEFAULT_GOP, DEFAULT_STRIDE  # noqa: E402
 
 DOCS = ROOT / "docs" / "BENCHMARKS.md"
 OUT = ROOT / "runs" / "bench"
@@ -220,7 +220,7 @@ def bits(data: Path, c1: list[Path], compare: list[str], per_bin: int) -> tuple[
         codec_c1 = load_codec_weights(str(path)).eval()
         variants.append((f"{path.stem} + stage-b analysis", EndSide("codec-c1", sha256_of_file(path), shipped.fem,
                                                                     codec_c1),
-                         (codec_c1, load_model(DEFAULT_RECONSTRUCTION_MODEL)), False))
+                         (codec_c1, load_model(get_spec(DEFAULT_CODEC_MODEL).analysis)), False))
     rows: dict[str, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     with tempfile.TemporaryDirectory() as folder:
         for item in items:

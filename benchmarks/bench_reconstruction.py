@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_baselines import SPEED_BINS, ensure_test_split  # noqa: E402
 from docs_sections import replace_section  # noqa: E402
 
+from spikecodec import DEFAULT_RECONSTRUCTION_MODEL  # noqa: E402
 from spikecodec.baselines import tfi, tfp  # noqa: E402
 from spikecodec.metrics import psnr_per_frame, ssim_per_frame  # noqa: E402
 from spikecodec.models.registry import get_spec, load_model  # noqa: E402
@@ -50,7 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "smotion_test.h5")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--model", default="sci-small-v1-recon")
+    parser.add_argument("--model", default=DEFAULT_RECONSTRUCTION_MODEL)
     parser.add_argument("--cnn", default="cnn-baseline-v1", help="registry id, or 'none' to skip")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None, help="only the first N sequences")

@@ -10,6 +10,7 @@ python benchmarks/bench_io.py --write-docs
 python benchmarks/bench_baselines.py --write-docs
 python benchmarks/bench_fem.py --afr --write-docs
 python benchmarks/bench_reconstruction.py --write-docs
+python benchmarks/bench_fem_probe.py --write-docs
 python benchmarks/bench_ablations.py --write-docs
 # the codec: one eval run gives the RD table and BD-rates; the others measure bits, speed, memory
 spikecodec eval data/smotion_test.h5 -o runs/eval --jobs 2 --force --no-progress || test $? -eq 3

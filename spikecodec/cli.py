@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from spikecodec import (
-    DEFAULT_CODEC_MODEL, DEFAULT_GOP, DEFAULT_QUALITY, DEFAULT_RECONSTRUCTION_MODEL, DEFAULT_STRIDE, __version__,
+    DEFAULT_CODEC_MODEL, DEFAULT_EVAL_MODEL, DEFAULT_GOP, DEFAULT_QUALITY, DEFAULT_RECONSTRUCTION_MODEL, DEFAULT_STRIDE, __version__,
 )
 
 
@@ -552,8 +552,8 @@ EVAL_PARTIAL_FAILURE_EXIT = 3
                    "lossless (raw, zstd, xz, JBIG).")
 @click.option("--codecs", default="x265,vvc", show_default=True,
               help="Video anchors coding each reconstruction (x265, vvc, or none).")
-@click.option("--model", "model_id", default=DEFAULT_RECONSTRUCTION_MODEL, show_default=True,
-              help="Registered reconstruction model for ours-raw.")
+@click.option("--model", "model_id", default=DEFAULT_EVAL_MODEL, show_default=True,
+              help="Registered reconstruction model for ours-raw (default: the analysis of the codec's FEM).")
 @click.option("--codec-model", default=DEFAULT_CODEC_MODEL, show_default=True,
               help="Registered codec for ours.")
 @click.option("--limit", type=click.IntRange(min=1), default=None,

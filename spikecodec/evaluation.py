@@ -59,7 +59,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from spikecodec import DEFAULT_CODEC_MODEL, DEFAULT_CONVERSION_RATE, DEFAULT_RECONSTRUCTION_MODEL, __version__
+from spikecodec import DEFAULT_CODEC_MODEL, DEFAULT_CONVERSION_RATE, DEFAULT_EVAL_MODEL, __version__
 from spikecodec.anchors import (
     DEFAULT_GOP,
     DEFAULT_QPS,
@@ -80,7 +80,6 @@ from spikecodec.moments import DEFAULT_STRIDE, moments_for
 
 RESULTS_FORMAT = "spikecodec-eval-results"
 RESULTS_VERSION = 1
-DEFAULT_EVAL_MODEL = DEFAULT_RECONSTRUCTION_MODEL
 #: Reconstructions from the raw spikes that the video anchors code (ATC).
 RECONSTRUCTIONS = ("tfp41", "tfi", "ours-raw")
 LOSSLESS = "lossless"

@@ -65,6 +65,9 @@ class FEMConfig:
     pfu_layers: int = 2
     attention_hidden: int = 8
     dual_pathway: bool = True  # False: ventral pathway only (ablation)
+    # a 1x1 convolution of all the sub-filters' rates added to F_t: the PFUs alone drop intensity
+    # that the counts hold linearly (6 dB on static scenes, benchmarks/bench_fem_probe.py)
+    count_skip: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ventral_fields", tuple(int(r) for r in self.ventral_fields))
@@ -407,6 +410,10 @@ class FEM(nn.Module):
                 ventral_in = config.channels
             self.units = nn.ModuleList(units)
             self.output = PointwiseConv(config.channels, config.channels)
+        if config.count_skip:
+            rates = sum(bank.out_channels for bank in self.filter_banks())
+            self.count_skip = PointwiseConv(rates, config.channels)
+            nn.init.zeros_(self.count_skip.bias)
 
     @property
     def window_before(self) -> int:
@@ -469,6 +476,8 @@ class FEM(nn.Module):
         dorsal = None
         if self.config.dual_pathway:
             dorsal = self.dorsal_attention(dorsal_counts, self.dorsal_filter.scale, channels_last, weights[1])
+        rates = [ventral] if dorsal is None else [ventral, dorsal]
+        if self.config.dual_pathway:
             for unit in self.units:
                 ventral, dorsal = unit(ventral, dorsal)
         else:
@@ -476,9 +485,13 @@ class FEM(nn.Module):
                 ventral = unit(ventral)
         parts = [ventral] if dorsal is None else [ventral, dorsal]
         if rows is None:
-            return self.output(*parts)
-        parts = [part[:, :, rows[0]:rows[1]] for part in parts]  # the output convolution is 1x1
-        return self.output(*parts, channels_first=True)
+            out = self.output(*parts)
+            return out + self.count_skip(*rates) if self.config.count_skip else out
+        parts = [part[:, :, rows[0]:rows[1]] for part in parts]  # the output convolutions are 1x1
+        out = self.output(*parts, channels_first=True)
+        if self.config.count_skip:
+            out = out.add_(self.count_skip(*[rate[:, :, rows[0]:rows[1]] for rate in rates], channels_first=True))
+        return out
 
     @property
     def halo(self) -> int:

@@ -86,6 +86,8 @@ TINY_SCI = SCIConfig(
     head=HeadConfig(in_channels=8, width=8, layers=2),
 )
 SMALL_SCI = SCIConfig()
+# sci-small-v2: the default FEM plus the 1x1 convolution of the sub-filters' rates added to F_t
+SMALL_SCI_V2 = SCIConfig(fem=FEMConfig(count_skip=True))
 # the shipped codec: default architecture, the lambdas of its training and the feature
 # normalisation stage c1 measured (docs/TRAINING.md)
 CODEC_V1 = FeatureCodecConfig(
@@ -122,6 +124,14 @@ _SPECS = [
               weights="sci-small-v1-recon.safetensors",
               sha256="2c2af9f5f5059a640354ffb71adc16dcc0a9562337ec1936a02a9b5be5ecd8b7",
               description="AFR + reconstruction head on sci-small-v1 features, trained in stage (b)"),
+    ModelSpec("sci-small-v2", "fem", SMALL_SCI_V2.fem.to_dict(), weights="sci-small-v2.safetensors",
+              sha256="1f9538900b594d66f30ca9a26d20a94c37376ef3b3efcf048576e480801ed659",
+              description="FEM with the sub-filter rates also passed to F_t linearly (count_skip), trained in stage (a); "
+                          "analysis path only (the codecs code sci-small-v1 features)"),
+    ModelSpec("sci-small-v2-recon", "reconstructor", SMALL_SCI_V2.to_dict(), base="sci-small-v2",
+              weights="sci-small-v2-recon.safetensors",
+              sha256="58ae704e19e0c7c35b6c847b9ce155d338ae6240b4d44bc0c578c1c9f4ea2c28",
+              description="AFR + reconstruction head on sci-small-v2 features, trained in stage (b) (the shipped analysis path)"),
     ModelSpec("sci-codec-v1", "codec", CODEC_V1.to_dict(), base="sci-small-v1", analysis="sci-codec-v1-recon",
               weights="sci-codec-v1.safetensors", sha256="a1f2aaa764d934450bfcbad52039a7363fd023b101ee977faea1d87c6006451c",
               description="feature codec with FMVR on sci-small-v1 features, qualities 0..3 (stages c1 + c2)"),
@@ -208,16 +218,21 @@ def _weights_path(spec: ModelSpec, weights_dir: Path) -> Path:
     return path
 
 
+CONFIG_CLASSES = {"fem": FEMConfig, "reconstructor": SCIConfig, "plain-cnn": PlainCNNConfig,
+                  "codec": FeatureCodecConfig, "classifier": ClassifierConfig}
+
+
 def _canonical_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
-    """A codec config with the defaults of fields added after its weights were saved
-    (``latent_stride``), so that older files still match their registry entry."""
-    return FeatureCodecConfig.from_dict(config).to_dict() if kind == "codec" else config
+    """A config with the defaults of fields added after its weights were saved (the codec's
+    ``latent_stride``, the FEM's ``count_skip``), so that older files still match their entry."""
+    return CONFIG_CLASSES[kind].from_dict(config).to_dict() if kind in CONFIG_CLASSES else config
 
 
 def _checked_tensors(spec: ModelSpec, weights_dir: Path) -> dict[str, torch.Tensor]:
     path = _weights_path(spec, weights_dir)
     tensors, metadata = load_weights(path)
-    if metadata.get("kind") not in (None, spec.kind) or _canonical_config(spec.kind, config_of(metadata, path)) != spec.config:
+    if metadata.get("kind") not in (None, spec.kind) or _canonical_config(spec.kind, config_of(metadata, path)) != \
+            _canonical_config(spec.kind, spec.config):
         raise WeightsError(
             f"weights file {path} describes a {metadata.get('kind')!r} model whose config differs "
             f"from registry entry {spec.model_id!r}"
