@@ -59,11 +59,11 @@ def collect(data: Path, fem, pixels: int) -> dict[str, list[dict[str, np.ndarray
         moments = np.arange(first, spikes.shape[0] - max(after, TFP_HALF) - STRIDE, STRIDE)
         with torch.no_grad():
             features = extract_features(fem, spikes, moments).numpy()
-            weights = torch.cat([bank.binary_weight() for bank in fem.filter_banks()])[:, :, None, None]
         for k, t in enumerate(moments):
             window = spikes[t - before:t + after + 1].astype(np.float32)
             with torch.no_grad():  # the binary sub-filters' spike counts, before attention and the PFUs
-                counts = torch.nn.functional.conv2d(torch.from_numpy(window)[None], weights)[0].numpy()
+                counts = torch.cat([bank.counts(torch.from_numpy(window)[None], batched=True)
+                                    for bank in fem.filter_banks()], dim=1)[0].numpy()
             chosen = np.random.default_rng([int(meta["index"]), int(t)]).choice(gt[t].size, pixels, replace=False)
             flat = lambda array: array.reshape(array.shape[0], -1)[:, chosen].T  # noqa: E731
             out[meta["speed_bin"]].append({

@@ -13,16 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
 
 from spikecodec.training import TrainConfig, _features_at, build_training_model, train, training_batches
-
-
-def seconds_per_step(log_path: str) -> float:
-    entries = [json.loads(line) for line in open(log_path) if '"train"' in line]
-    first, last = entries[len(entries) // 2], entries[-1]
-    return (last["elapsed_s"] - first["elapsed_s"]) / (last["step"] - first["step"])
+from train_on_budget import seconds_per_step  # scripts/, this script's folder
 
 
 def main() -> None:
@@ -64,7 +60,7 @@ def main() -> None:
         extra = {"fem_weights": f"{args.out}/a"} if stage == "b" else {}
         config = TrainConfig.from_dict({"stage": stage, **common, "pool_refresh": 1, "steps": args.steps, **extra})
         train(config, f"{args.out}/{stage}", progress=False)
-        result[f"stage_{stage}_s_per_step"] = seconds_per_step(f"{args.out}/{stage}/train_log.jsonl")
+        result[f"stage_{stage}_s_per_step"] = seconds_per_step(Path(args.out) / stage / "train_log.jsonl")
     print(json.dumps(result, indent=1))
 
 

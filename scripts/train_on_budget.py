@@ -31,29 +31,30 @@ SAFETY = 0.92
 EARLY_FAILURE_S = 150.0
 
 
-def _seconds_per_step(log_path: Path, state: dict) -> tuple[float, float]:
-    """(seconds per training step, seconds per validation) from a probe's log and checkpoint."""
+def seconds_per_step(log_path: Path) -> float:
+    """Seconds per training step in a run's log (``log_every`` 1), timed over its second half:
+    the first steps also fill the clip pool and tune kernels."""
     entries = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     train = [e for e in entries if e["event"] == "train"]
     last = train[-1]
-    # the first steps also fill the clip pool and tune kernels: time the second half only
     first = next(e for e in train if e["step"] >= last["step"] // 2)
-    per_step = (last["elapsed_s"] - first["elapsed_s"]) / max(1, last["step"] - first["step"])
-    per_validation = max(0.0, float(state["elapsed_s"]) - last["elapsed_s"])
-    return per_step, per_validation
+    return (last["elapsed_s"] - first["elapsed_s"]) / max(1, last["step"] - first["step"])
 
 
 def run_stage(config_data: dict, out_dir: Path, deadline: float, probe_steps: int) -> dict:
     from spikecodec.training import TrainConfig, train
 
-    config_data = dict(config_data)
-    if config_data.get("warmup_steps", 50) < probe_steps:
-        raise ValueError("warmup_steps must cover the probe, or the schedule would depend on the total")
     probe = TrainConfig.from_dict({**config_data, "steps": 10 ** 6, "log_every": 1})
+    if probe.warmup_steps < probe_steps:
+        raise ValueError("warmup_steps must cover the probe, or the schedule would depend on the total")
     began = time.time()
     train(probe, out_dir, until=probe_steps, progress=False)
     state = json.loads((out_dir / "checkpoint.json").read_text())
-    per_step, per_validation = _seconds_per_step(out_dir / "train_log.jsonl", state)
+    per_step = seconds_per_step(out_dir / "train_log.jsonl")
+    # the probe's checkpoint is written after its one validation
+    last_logged = [json.loads(line) for line in (out_dir / "train_log.jsonl").read_text().splitlines()
+                   if '"train"' in line][-1]
+    per_validation = max(0.0, float(state["elapsed_s"]) - last_logged["elapsed_s"])
     left = deadline - time.time() - END_MARGIN_S - per_validation
     per_step_all = per_step + per_validation / probe.steps_per_epoch
     steps = probe_steps + max(0, int(SAFETY * left / per_step_all))

@@ -410,34 +410,29 @@ def training_batches(
     _, before, after = geometry
     step = start_step
     try:
-        yield from _batches_from(config, pool, rank, step, before, after)
+        while True:
+            clips = pool.at_step(step)
+            rng = np.random.default_rng([config.seed, rank, step + 1, 0xBA7C])
+            spikes, gts = [], []
+            for _ in range(config.batch_size):
+                clip = clips[int(rng.integers(len(clips)))]
+                offset = int(rng.integers(config.moment_range))
+                t = clip.first_moment + offset
+                flips = rng.random(3) < 0.5
+                spikes.append(_augment(clip.spikes[t - before:t + after + 1], flips))
+                gts.append(_augment(clip.gt[offset], flips))
+            replicate = rng.random((2, config.batch_size)) < config.replicate_prob
+            draw = rng.random(config.batch_size)  # stages c1/c2: each sample's quality
+            yield step, {
+                "spikes": torch.from_numpy(np.stack(spikes)),  # uint8: a quarter of float32's bytes to move
+                "gt": torch.from_numpy(np.stack(gts))[:, None].float(),
+                "replicate_prev": torch.from_numpy(replicate[0]),
+                "replicate_next": torch.from_numpy(replicate[1]),
+                "draw": torch.from_numpy(draw).float(),
+            }
+            step += 1
     finally:
-        pool.close()
-
-
-def _batches_from(config: TrainConfig, pool: ClipPool, rank: int, step: int, before: int,
-                  after: int) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
-    while True:
-        clips = pool.at_step(step)
-        rng = np.random.default_rng([config.seed, rank, step + 1, 0xBA7C])
-        spikes, gts = [], []
-        for _ in range(config.batch_size):
-            clip = clips[int(rng.integers(len(clips)))]
-            offset = int(rng.integers(config.moment_range))
-            t = clip.first_moment + offset
-            flips = rng.random(3) < 0.5
-            spikes.append(_augment(clip.spikes[t - before:t + after + 1], flips))
-            gts.append(_augment(clip.gt[offset], flips))
-        replicate = rng.random((2, config.batch_size)) < config.replicate_prob
-        draw = rng.random(config.batch_size)  # stages c1/c2: each sample's quality
-        yield step, {
-            "spikes": torch.from_numpy(np.stack(spikes)),  # uint8: a quarter of float32's bytes to move
-            "gt": torch.from_numpy(np.stack(gts))[:, None].float(),
-            "replicate_prev": torch.from_numpy(replicate[0]),
-            "replicate_next": torch.from_numpy(replicate[1]),
-            "draw": torch.from_numpy(draw).float(),
-        }
-        step += 1
+        pool.close()  # stops the clip workers
 
 
 def validation_clips(config: TrainConfig, photos: list[np.ndarray] | None = None,

@@ -196,9 +196,12 @@ class BinaryTemporalFilter(nn.Module):
         """Training (or a gradient wanted through the weights) takes the differentiable dense path."""
         return self.training or (torch.is_grad_enabled() and any(p.requires_grad for p in self.latent))
 
-    def counts(self, window: torch.Tensor) -> torch.Tensor:
-        """(B, window_length, H, W) spike frames -> (B, out_channels, H, W) spike counts."""
-        if self.needs_dense_path():
+    def counts(self, window: torch.Tensor, batched: bool = False) -> torch.Tensor:
+        """(B, window_length, H, W) spike frames -> (B, out_channels, H, W) spike counts.
+
+        Inference takes per-sample prefix sums, or with ``batched`` one convolution over the batch
+        (the same counts: 0/1 frames times 0/1 weights are exact either way)."""
+        if self.needs_dense_path() or batched:
             return F.conv2d(window, self.dense_weight().to(window.dtype)[:, :, None, None])
         cumsum = prefix_sum(window, dim=1)
         return torch.cat([self.counts_from_prefix_sum(cumsum[b], 0) for b in range(window.shape[0])])
@@ -447,15 +450,10 @@ class FEM(nn.Module):
             raise ValueError(
                 f"FEM expects spike windows (B, {self.window_length}, H, W), got {tuple(window.shape)}"
             )
-        if self.ventral_filter.needs_dense_path():
-            counts = [bank.counts(window) for bank in self.filter_banks()]
-            return self.fuse(*counts)
-        if batched if batched is not None else window.device.type != "cpu":
-            # one convolution over the batch: off the CPU, the per-sample prefix sums below are bound
-            # by kernel launches (counts of 0/1 frames with 0/1 weights are exact either way)
-            counts = [F.conv2d(window, bank.binary_weight().to(window.dtype)[:, :, None, None])
-                      for bank in self.filter_banks()]
-            return self.fuse(*counts)
+        # off the CPU, the per-sample prefix sums below are bound by kernel launches
+        batched = window.device.type != "cpu" if batched is None else batched
+        if self.ventral_filter.needs_dense_path() or batched:
+            return self.fuse(*[bank.counts(window, batched=True) for bank in self.filter_banks()])
         runs = [bank.runs() for bank in self.filter_banks()]
         return torch.cat([
             self.features_from_prefix(SpikePrefix.of(window[b]), 0, runs=runs) for b in range(window.shape[0])
@@ -477,7 +475,7 @@ class FEM(nn.Module):
         if self.config.dual_pathway:
             dorsal = self.dorsal_attention(dorsal_counts, self.dorsal_filter.scale, channels_last, weights[1])
         rates = [ventral] if dorsal is None else [ventral, dorsal]
-        if self.config.dual_pathway:
+        if dorsal is not None:
             for unit in self.units:
                 ventral, dorsal = unit(ventral, dorsal)
         else:

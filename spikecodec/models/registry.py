@@ -180,19 +180,18 @@ def get_spec(model_id: str) -> ModelSpec:
         ) from None
 
 
+# kind -> (model class, config class)
+MODEL_CLASSES = {"fem": (FEM, FEMConfig), "reconstructor": (SCIReconstructor, SCIConfig),
+                 "plain-cnn": (PlainCNN, PlainCNNConfig), "codec": (FeatureCodec, FeatureCodecConfig),
+                 "classifier": (SCIClassifier, ClassifierConfig)}
+
+
 def build_model(kind: str, config: dict[str, Any]) -> nn.Module:
     """An untrained module of ``kind`` from its config dictionary."""
-    if kind == "fem":
-        return FEM(FEMConfig.from_dict(config))
-    if kind == "reconstructor":
-        return SCIReconstructor(SCIConfig.from_dict(config))
-    if kind == "plain-cnn":
-        return PlainCNN(PlainCNNConfig.from_dict(config))
-    if kind == "codec":
-        return FeatureCodec(FeatureCodecConfig.from_dict(config))
-    if kind == "classifier":
-        return SCIClassifier(ClassifierConfig.from_dict(config))
-    raise ValueError(f"unknown model kind {kind!r}; known kinds: {', '.join(KINDS)}")
+    if kind not in MODEL_CLASSES:
+        raise ValueError(f"unknown model kind {kind!r}; known kinds: {', '.join(KINDS)}")
+    model_class, config_class = MODEL_CLASSES[kind]
+    return model_class(config_class.from_dict(config))
 
 
 def _weights_path(spec: ModelSpec, weights_dir: Path) -> Path:
@@ -218,14 +217,10 @@ def _weights_path(spec: ModelSpec, weights_dir: Path) -> Path:
     return path
 
 
-CONFIG_CLASSES = {"fem": FEMConfig, "reconstructor": SCIConfig, "plain-cnn": PlainCNNConfig,
-                  "codec": FeatureCodecConfig, "classifier": ClassifierConfig}
-
-
 def _canonical_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
     """A config with the defaults of fields added after its weights were saved (the codec's
     ``latent_stride``, the FEM's ``count_skip``), so that older files still match their entry."""
-    return CONFIG_CLASSES[kind].from_dict(config).to_dict() if kind in CONFIG_CLASSES else config
+    return MODEL_CLASSES[kind][1].from_dict(config).to_dict() if kind in MODEL_CLASSES else config
 
 
 def _checked_tensors(spec: ModelSpec, weights_dir: Path) -> dict[str, torch.Tensor]:
