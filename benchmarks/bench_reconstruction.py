@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "smotion_test.h5")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default=DEFAULT_RECONSTRUCTION_MODEL)
-    parser.add_argument("--cnn", default="cnn-baseline-v1", help="registry id, or 'none' to skip")
+    parser.add_argument("--cnn", default="cnn-baseline-v2", help="registry id, or 'none' to skip")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None, help="only the first N sequences")
     parser.add_argument("--write-docs", action="store_true")
@@ -109,7 +109,7 @@ def main() -> None:
         f"features. Model `{args.model}` ({parameter_count(sci):,} parameters), plain CNN "
         f"`{args.cnn}` ({parameter_count(cnn) if cnn else 0:,} parameters). Regenerate: "
         f"`python benchmarks/bench_reconstruction.py --write-docs` "
-        f"({time.perf_counter() - started:.0f} s, {args.threads} threads, {platform.machine()}, "
+        f"({time.perf_counter() - started:.0f} s, {args.threads} thread{'s' if args.threads != 1 else ''}, {platform.machine()}, "
         f"torch {torch.__version__}).",
         "",
         header,

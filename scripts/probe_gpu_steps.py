@@ -5,7 +5,7 @@
 Prints JSON: seconds to fill the clip pool, seconds per step of clip generation alone (pool
 refresh 3), seconds for the frozen FEM's features of a stage-(b) batch (3 moments x 32 clips),
 and seconds per step of stages a and b (pool refresh 1, ``--steps`` steps each, timed over the
-second half). Batch 32 of 96x96 crops, as ``scripts/plan_gpu_next.json``.
+second half). Batch 32 of 96x96 crops, as ``scripts/plan_gpu_2026-12-04.json``.
 """
 
 from __future__ import annotations

@@ -669,17 +669,23 @@ def bdrate_command(results_dir, anchor, interpolation, plot_path):
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate.")
 @click.option("--smooth-weight", type=click.FloatRange(min=0), default=None,
               help="Stage a: weight of the Laplacian smoothness penalty on F (0 switches it off).")
+@click.option("--image-loss", type=click.Choice(["mse", "log_mse"]), default=None,
+              help="Stages a, b, cnn: 'log_mse' averages log(MSE) over samples, i.e. trains for the mean PSNR; "
+                   "plain 'mse' (the default) lets fast-motion clips, whose errors are largest, dominate.")
+@click.option("--init-weights", default=None,
+              help="Stages b, cnn: start from trained weights (a .safetensors export or a registry id) to fine-tune.")
 @click.option("--seed", type=int, default=None, help="Seed of weights and data.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads per process.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out, if there is one.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def train_command(stage, config_path, out_dir, steps, fem_weights, analysis_weights, codec_weights, batch_size,
-                  crop, lr, smooth_weight, seed, threads, resume, no_progress):
+                  crop, lr, smooth_weight, image_loss, init_weights, seed, threads, resume, no_progress):
     """Train one stage of the SCI models (paper V-B) on S-Motion clips made on the fly.
 
     \b
     spikecodec train --stage a --out runs/a --steps 3000
     spikecodec train --stage b --fem-weights runs/a --out runs/b --steps 3000
+    spikecodec train --stage b --fem-weights sci-small-v2 --init-weights sci-small-v2-recon --image-loss log_mse --lr 3e-4 --out runs/ft
     spikecodec train --stage c1 --analysis-weights sci-small-v1-recon --out runs/c1
     spikecodec train --stage c2 --analysis-weights sci-small-v1-recon --codec-weights runs/c1 --out runs/c2
     spikecodec train --stage densities --analysis-weights sci-small-v1-recon --codec-weights runs/c1 --out runs/d
@@ -691,7 +697,8 @@ def train_command(stage, config_path, out_dir, steps, fem_weights, analysis_weig
     overrides = {
         "stage": stage, "steps": steps, "fem_weights": fem_weights, "analysis_weights": analysis_weights,
         "codec_weights": codec_weights, "batch_size": batch_size,
-        "crop": crop, "lr": lr, "smooth_weight": smooth_weight, "seed": seed, "threads": threads,
+        "crop": crop, "lr": lr, "smooth_weight": smooth_weight, "image_loss": image_loss, "init_weights": init_weights,
+        "seed": seed, "threads": threads,
     }
     try:
         config = load_train_config(config_path, overrides)

@@ -57,13 +57,18 @@ from spikecodec.models.fem import FEM, FEMConfig, SpikePrefix
 from spikecodec.models.sci import (
     FEMWithProxy, PlainCNN, PlainCNNConfig, ProxyConfig, SCIConfig, SCIReconstructor,
 )
-from spikecodec.models.weights_io import config_of, load_state, load_weights, save_weights
+from spikecodec.models.weights_io import config_of, load_state, load_weights, save_weights, subset
 
 STAGES = ("a", "b", "c1", "c2", "densities", "intra", "cnn")
 CODEC_STAGES = ("c1", "c2", "densities", "intra")
 # the hyper-latents, whose bits the training logs report apart
 HYPER_LATENTS = ("z", "motion_z")
 SMOOTH_NORMS = ("l1", "l2")
+# "log_mse": the mean over samples of log(MSE), i.e. the mean PSNR the benchmarks report; plain MSE
+# lets the samples with the largest errors (fast motion) dominate the gradient
+IMAGE_LOSSES = ("mse", "log_mse")
+# stages whose model can start from trained weights (init_weights)
+INIT_STAGES = ("b", "cnn")
 SPEED_BIN_NAMES = ("slow", "medium", "fast")
 CHECKPOINT_VERSION = 1
 # Config fields that may change between a checkpoint and its resumption.
@@ -107,10 +112,16 @@ class TrainConfig:
     log_every: int = 10
     threads: int | None = None
     data_workers: int = 0  # processes generating clips ahead of the steps (0: in the training process)
+    image_loss: str = "mse"  # stages a, b, cnn: one of IMAGE_LOSSES
+    init_weights: str | None = None  # stages b, cnn: start from these weights (.safetensors or registry id)
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
+        if self.image_loss not in IMAGE_LOSSES:
+            raise ValueError(f"image_loss must be one of {IMAGE_LOSSES}, got {self.image_loss!r}")
+        if self.init_weights and self.stage not in INIT_STAGES:
+            raise ValueError(f"init_weights applies to stages {INIT_STAGES}, not {self.stage!r}")
         if self.smooth_norm not in SMOOTH_NORMS:
             raise ValueError(f"smooth_norm must be one of {SMOOTH_NORMS}, got {self.smooth_norm!r}")
         positive = ("steps", "steps_per_epoch", "batch_size", "crop", "stride", "pool_size",
@@ -465,6 +476,14 @@ def _features_at(fem: FEM, spikes: torch.Tensor, centre: int, offsets: tuple[int
     ]
 
 
+def image_loss(image: torch.Tensor, gt: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, detached batch MSE) of predicted images (B, 1, h, w); ``kind`` one of IMAGE_LOSSES."""
+    per_sample = ((image - gt) ** 2).mean(dim=(1, 2, 3))
+    # the floor keeps log finite on a perfect prediction (1e-8: 80 dB)
+    loss = per_sample.clamp_min(1e-8).log().mean() if kind == "log_mse" else per_sample.mean()
+    return loss, per_sample.mean().detach()
+
+
 class StageTask(nn.Module):
     """Wraps the trained model so DDP sees one forward: batch -> (loss, terms, prediction)."""
 
@@ -484,10 +503,10 @@ class StageTask(nn.Module):
             fem = self.model.fem
             window = spikes[:, t - fem.window_before:t + fem.window_after + 1]
             out = self.model(window)
-            mse = F.mse_loss(out["image"], gt)
+            loss, mse = image_loss(out["image"], gt, config.image_loss)
             smooth = smoothness_penalty(out["features"], config.smooth_norm)
-            loss = mse + config.smooth_weight * smooth
-            return loss, {"mse": mse.detach(), "smooth": smooth.detach()}, out["image"]
+            loss = loss + config.smooth_weight * smooth
+            return loss, {"mse": mse, "smooth": smooth.detach()}, out["image"]
         if config.stage == "b":
             fem = self.model.fem
             with torch.no_grad():
@@ -497,12 +516,11 @@ class StageTask(nn.Module):
                 f_prev = keep_prev * f_prev + (1 - keep_prev) * f_cur
                 f_next = keep_next * f_next + (1 - keep_next) * f_cur
             image = self.model.analyze(f_prev, f_cur, f_next)["image"]
-            mse = F.mse_loss(image, gt)
-            return mse, {"mse": mse.detach()}, image
-        half = self.model.config.window // 2
-        image = self.model(spikes[:, t - half:t + half + 1])["image"]
-        mse = F.mse_loss(image, gt)
-        return mse, {"mse": mse.detach()}, image
+        else:
+            half = self.model.config.window // 2
+            image = self.model(spikes[:, t - half:t + half + 1])["image"]
+        loss, mse = image_loss(image, gt, config.image_loss)
+        return loss, {"mse": mse}, image
 
 
 def _load_fem(source: str, device: torch.device) -> FEM:
@@ -745,7 +763,10 @@ def build_training_model(config: TrainConfig, device: torch.device) -> nn.Module
     if config.stage == "a":
         return FEMWithProxy(ProxyConfig.from_dict(config.model) if config.model else ProxyConfig()).to(device)
     if config.stage == "cnn":
-        return PlainCNN(PlainCNNConfig.from_dict(config.model) if config.model else PlainCNNConfig()).to(device)
+        cnn = PlainCNN(PlainCNNConfig.from_dict(config.model) if config.model else PlainCNNConfig())
+        if config.init_weights:
+            load_state(cnn, _initial_weights(config.init_weights), f"init_weights {config.init_weights}")
+        return cnn.to(device)
     fem = _load_fem(config.fem_weights, device)  # type: ignore[arg-type]
     data = dict(config.model)
     if "fem" in data and FEMConfig.from_dict(data["fem"]) != fem.config:
@@ -757,10 +778,27 @@ def build_training_model(config: TrainConfig, device: torch.device) -> nn.Module
         raise ValueError(f"model stride {sci_config.stride} differs from training stride {config.stride}")
     model = SCIReconstructor(sci_config).to(device)
     model.fem.load_state_dict(fem.state_dict())
+    if config.init_weights:
+        tensors = _initial_weights(config.init_weights)
+        # a stage-b export holds AFR and head only; a registry reconstructor also its FEM, which must be this one
+        held_fem = subset(tensors, "fem.")
+        if held_fem and any(not torch.equal(held_fem[name].to(device), value) for name, value in fem.state_dict().items()):
+            raise ValueError(f"init_weights {config.init_weights!r} holds another FEM than fem_weights {config.fem_weights!r}")
+        load_state(model, {**{f"fem.{k}": v for k, v in fem.state_dict().items()}, **tensors}, f"init_weights {config.init_weights}")
     model.fem.eval()
     for parameter in model.fem.parameters():
         parameter.requires_grad_(False)
     return model
+
+
+def _initial_weights(source: str) -> dict[str, torch.Tensor]:
+    """Trained weights a stage starts from (init_weights): a .safetensors file or a registry id."""
+    path = Path(source)
+    if path.suffix == ".safetensors" or path.exists():
+        return load_weights(path)[0]
+    from spikecodec.models.registry import load_model
+
+    return load_model(source).state_dict()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -909,7 +947,7 @@ def load_checkpoint(out_dir: Path, model: nn.Module, optimizer: torch.optim.Opti
     state = json.loads((out_dir / "checkpoint.json").read_text())
     if state.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"checkpoint in {out_dir} has version {state.get('version')}, expected {CHECKPOINT_VERSION}")
-    saved = state["config"]
+    saved = TrainConfig.from_dict(state["config"]).to_dict()  # fields added since take their defaults
     current = config.to_dict()
     differing = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k not in RESUMABLE_CHANGES)
     if differing:

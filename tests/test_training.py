@@ -16,8 +16,8 @@ from click.testing import CliRunner
 
 from spikecodec.models.registry import TINY_SCI
 from spikecodec.training import (
-    Clip, TrainConfig, clip_geometry, feature_smoothness, laplacian_norms, load_checkpoint, make_clip, smoothness_penalty,
-    train, training_batches,
+    Clip, TrainConfig, clip_geometry, feature_smoothness, image_loss, laplacian_norms, load_checkpoint, make_clip,
+    smoothness_penalty, train, training_batches,
 )
 
 torch.set_num_threads(1)
@@ -176,6 +176,48 @@ def test_stage_b_keeps_the_fem_frozen(tmp_path):
 def test_cnn_stage_runs(tmp_path):
     result = run(tiny_config(stage="cnn", model={"width": 4, "layers": 2}, steps=2), tmp_path)
     assert result.step == 2 and (tmp_path / "plain-cnn.safetensors").exists()
+
+
+def test_log_mse_loss_is_the_mean_log_of_each_sample():
+    gt = torch.zeros(2, 1, 4, 4)
+    image = torch.stack([torch.full((1, 4, 4), 0.1), torch.full((1, 4, 4), 0.01)])
+    loss, mse = image_loss(image, gt, "log_mse")
+    assert loss.item() == pytest.approx((np.log(0.01) + np.log(1e-4)) / 2, rel=1e-5)
+    assert mse.item() == pytest.approx((0.01 + 1e-4) / 2, rel=1e-5)
+    assert image_loss(image, gt, "mse")[0].item() == pytest.approx(mse.item())
+    with pytest.raises(ValueError, match="image_loss"):
+        TrainConfig(image_loss="l1")
+
+
+def test_init_weights_start_a_stage_from_trained_weights(tmp_path):
+    cnn = {"width": 4, "layers": 2}
+    first = run(tiny_config(stage="cnn", model=cnn, steps=2), tmp_path / "first")
+    again = tiny_config(stage="cnn", model=cnn, steps=2, init_weights=str(tmp_path / "first" / "plain-cnn.safetensors"),
+                        image_loss="log_mse")
+    from spikecodec.training import build_training_model
+
+    for a, b in zip(first.model.state_dict().values(), build_training_model(again, torch.device("cpu")).state_dict().values()):
+        assert torch.equal(a, b)
+    assert run(again, tmp_path / "again").step == 2
+
+    run(tiny_config(), tmp_path / "a")
+    b_config = tiny_config(stage="b", model=TINY_B, fem_weights=str(tmp_path / "a"), steps=2)
+    trained_b = run(b_config, tmp_path / "b").model
+    exported = str(tmp_path / "b" / "analysis.safetensors")  # AFR and head only
+    started = build_training_model(dataclasses.replace(b_config, init_weights=exported), torch.device("cpu"))
+    for (name, a), b in zip(trained_b.state_dict().items(), started.state_dict().values()):
+        assert torch.equal(a, b), name
+    # weights that hold a FEM (as a registry reconstructor does) must hold the one of fem_weights
+    from safetensors.torch import save_file
+
+    save_file(trained_b.state_dict(), str(tmp_path / "whole.safetensors"))
+    run(tiny_config(seed=5), tmp_path / "a2")
+    with pytest.raises(ValueError, match="another FEM"):
+        build_training_model(dataclasses.replace(b_config, fem_weights=str(tmp_path / "a2"),
+                                                 init_weights=str(tmp_path / "whole.safetensors")),
+                             torch.device("cpu"))
+    with pytest.raises(ValueError, match="init_weights applies"):
+        tiny_config(init_weights=str(tmp_path / "b" / "analysis.safetensors"))
 
 
 def _free_port() -> int:

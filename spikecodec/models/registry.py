@@ -131,7 +131,12 @@ _SPECS = [
     ModelSpec("sci-small-v2-recon", "reconstructor", SMALL_SCI_V2.to_dict(), base="sci-small-v2",
               weights="sci-small-v2-recon.safetensors",
               sha256="58ae704e19e0c7c35b6c847b9ce155d338ae6240b4d44bc0c578c1c9f4ea2c28",
-              description="AFR + reconstruction head on sci-small-v2 features, trained in stage (b) (the shipped analysis path)"),
+              description="AFR + reconstruction head on sci-small-v2 features, trained in stage (b) on this machine"),
+    ModelSpec("sci-small-v2-recon-long", "reconstructor", SMALL_SCI_V2.to_dict(), base="sci-small-v2",
+              weights="sci-small-v2-recon-long.safetensors",
+              sha256="78e127ebb40757d841747e34b820f794710322b4851017472b1ebee9f0832a8b",
+              description="AFR + reconstruction head on sci-small-v2 features: stage (b) trained 11x longer than "
+                          "sci-small-v2-recon (4,221 steps of batch 64 on a GPU), then 669 steps on log-MSE (mean PSNR); the shipped analysis path"),
     ModelSpec("sci-codec-v1", "codec", CODEC_V1.to_dict(), base="sci-small-v1", analysis="sci-codec-v1-recon",
               weights="sci-codec-v1.safetensors", sha256="a1f2aaa764d934450bfcbad52039a7363fd023b101ee977faea1d87c6006451c",
               description="feature codec with FMVR on sci-small-v1 features, qualities 0..3 (stages c1 + c2)"),
@@ -162,6 +167,10 @@ _SPECS = [
     ModelSpec("cnn-baseline-v1", "plain-cnn", BASELINE_CNN.to_dict(), weights="cnn-baseline-v1.safetensors",
               sha256="36b6a05c3d12d4f45d4d032cd4eb5c7dc47d08f1718eae078ae0116439824f46",
               description="plain CNN on 41 raw spike frames (benchmark baseline)"),
+    ModelSpec("cnn-baseline-v2", "plain-cnn", BASELINE_CNN.to_dict(), weights="cnn-baseline-v2.safetensors",
+              sha256="05e1649941869998735cf6c51ad431fdd94cf03136f8cb4dff270a3cf182fe99",
+              description="plain CNN on 41 raw spike frames: 6,248 steps of batch 64 on a GPU (12x v1's samples), "
+                          "then 1,122 steps on log-MSE (mean PSNR)"),
 ]
 REGISTRY: dict[str, ModelSpec] = {spec.model_id: spec for spec in _SPECS}
 
