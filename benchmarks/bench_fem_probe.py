@@ -9,7 +9,7 @@ inputs compared, each read out with the same linear map at every pixel:
 
 * the FEM's features at the pixel (C values), and with its 3x3 neighbourhood (9C values);
 * the spike counts of its binary temporal sub-filters, before attention and the PFUs fuse them;
-* the raw spike frames of the FEM's own window (t-39..t+6, one weight per frame): the
+* the raw spike frames of the FEM's own window (t-39..t+6 for the default fields, one weight per frame): the
   intensity information the FEM had to work with;
 * the TFP41 mean (one weight and a bias).
 
@@ -93,7 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "smotion_test.h5")
     parser.add_argument("--fem", action="append", help="registry id, stage-(a) output, or 'untrained' (the "
-                        "default config's initial weights, seed 0); repeatable; default: sci-small-v1, sci-small-v2 and untrained")
+                        "default config's initial weights, seed 0); repeatable; default: sci-small-v1, sci-small-v2, sci-small-v3 and untrained")
     parser.add_argument("--pixels", type=int, default=20000)
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()
@@ -102,7 +102,7 @@ def main() -> None:
     lines = ["| FEM | speed bin | moments scored | features | features 3x3 | sub-filter counts | "
              "raw frames of its window | TFP41 |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for source in args.fem or ["sci-small-v1", "sci-small-v2", "untrained"]:
+    for source in args.fem or ["sci-small-v1", "sci-small-v2", "sci-small-v3", "untrained"]:
         if source == "untrained":
             torch.manual_seed(0)
             fem = FEM(FEMConfig()).eval()
@@ -123,8 +123,8 @@ def main() -> None:
             "the even moments (every 20 spike frames) of the bin's sequences and scored on the odd ones, "
             f"{args.pixels:,} random pixels a moment (`python benchmarks/bench_fem_probe.py --write-docs`, "
             f"{time.time() - began:.0f} s, {platform.machine()}, torch {torch.__version__}). "
-            "The raw frames are the FEM's own window (t-39..t+6, one weight per frame): what the FEM had "
-            "to work with.\n\n")
+            "The raw frames are each FEM's own window (t-39..t+6; sci-small-v3, whose ventral fields reach "
+            "41 frames: t-39..t+20), one weight per frame: what the FEM had to work with.\n\n")
         replace_section(ROOT / "docs" / "BENCHMARKS.md", "fem-probe", header + table)
 
 

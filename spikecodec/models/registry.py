@@ -88,6 +88,9 @@ TINY_SCI = SCIConfig(
 SMALL_SCI = SCIConfig()
 # sci-small-v2: the default FEM plus the 1x1 convolution of the sub-filters' rates added to F_t
 SMALL_SCI_V2 = SCIConfig(fem=FEMConfig(count_skip=True))
+# sci-small-v3: v2 with ventral sub-filters reaching 25 and 41 frames (static scenes need long counts;
+# through prefix sums a longer field costs no more)
+SMALL_SCI_V3 = SCIConfig(fem=FEMConfig(count_skip=True, ventral_fields=(7, 13, 25, 41)))
 # the shipped codec: default architecture, the lambdas of its training and the feature
 # normalisation stage c1 measured (docs/TRAINING.md)
 CODEC_V1 = FeatureCodecConfig(
@@ -136,7 +139,15 @@ _SPECS = [
               weights="sci-small-v2-recon-long.safetensors",
               sha256="78e127ebb40757d841747e34b820f794710322b4851017472b1ebee9f0832a8b",
               description="AFR + reconstruction head on sci-small-v2 features: stage (b) trained 11x longer than "
-                          "sci-small-v2-recon (4,221 steps of batch 64 on a GPU), then 669 steps on log-MSE (mean PSNR); the shipped analysis path"),
+                          "sci-small-v2-recon (4,221 steps of batch 64 on a GPU), then 669 steps on log-MSE (mean PSNR)"),
+    ModelSpec("sci-small-v3", "fem", SMALL_SCI_V3.fem.to_dict(), weights="sci-small-v3.safetensors",
+              sha256="8abfc1d9e7372a9a40e52b49da45a0edb313021c4edff1303d44c9c8c9a6542d",
+              description="sci-small-v2's FEM with ventral fields 7/13/25/41, trained in stage (a) on log-MSE; "
+                          "analysis path only (the codecs code sci-small-v1 features)"),
+    ModelSpec("sci-small-v3-recon", "reconstructor", SMALL_SCI_V3.to_dict(), base="sci-small-v3",
+              weights="sci-small-v3-recon.safetensors",
+              sha256="a85a58ec7891b7881a437024be2e0f594d595af590d79805d132aa65fb0e67ce",
+              description="AFR + reconstruction head on sci-small-v3 features, trained in stage (b) on log-MSE on this machine; the shipped analysis path"),
     ModelSpec("sci-codec-v1", "codec", CODEC_V1.to_dict(), base="sci-small-v1", analysis="sci-codec-v1-recon",
               weights="sci-codec-v1.safetensors", sha256="a1f2aaa764d934450bfcbad52039a7363fd023b101ee977faea1d87c6006451c",
               description="feature codec with FMVR on sci-small-v1 features, qualities 0..3 (stages c1 + c2)"),
