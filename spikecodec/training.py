@@ -448,7 +448,7 @@ def training_batches(
 
 def validation_clips(config: TrainConfig, photos: list[np.ndarray] | None = None,
                      make: Callable[..., Clip] = make_clip, need: tuple[int, int] | None = None) -> list[Clip]:
-    """A fixed validation set (val photographs, speed bins in turn), the same on every run."""
+    """A fixed validation set (val photographs, speed bins in turn), the same on every run of one seed."""
     photos = training_photos("val") if photos is None else photos
     rng = np.random.default_rng([config.seed, 0x7A1])
     geometry = clip_geometry(config, need)
