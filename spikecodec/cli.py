@@ -692,6 +692,7 @@ def train_command(stage, config_path, out_dir, steps, fem_weights, analysis_weig
     spikecodec train --stage intra --analysis-weights sci-small-v1-recon --codec-weights runs/d --out runs/i
     torchrun --nproc_per_node 2 -m spikecodec.cli train --stage a --out runs/a
     """
+    from spikecodec.models.registry import ModelNotFoundError, WeightsError
     from spikecodec.training import load_train_config, train
 
     overrides = {
@@ -703,7 +704,7 @@ def train_command(stage, config_path, out_dir, steps, fem_weights, analysis_weig
     try:
         config = load_train_config(config_path, overrides)
         result = train(config, out_dir, resume=resume, progress=not no_progress)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, ModelNotFoundError, WeightsError) as error:
         raise click.ClickException(str(error)) from None
     if result.last_validation:
         click.echo(f"stage {config.stage}: step {result.step}, validation PSNR "

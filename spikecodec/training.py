@@ -523,12 +523,19 @@ class StageTask(nn.Module):
         return loss, {"mse": mse}, image
 
 
+def _weights_file(source: str, in_directory: str | None = None) -> Path | None:
+    """The local weights file that ``source`` names (a directory: its ``in_directory`` file), or
+    None when ``source`` is not a path but a registry id."""
+    path = Path(source)
+    if in_directory and path.is_dir():
+        path = path / in_directory
+    return path if path.suffix == ".safetensors" or path.exists() else None
+
+
 def _load_fem(source: str, device: torch.device) -> FEM:
     """A trained FEM from a stage-a output (directory or .safetensors) or a registry id."""
-    path = Path(source)
-    if path.is_dir():
-        path = path / "fem.safetensors"
-    if path.suffix == ".safetensors" or path.exists():
+    path = _weights_file(source, "fem.safetensors")
+    if path is not None:
         if not path.is_file():
             raise FileNotFoundError(f"no FEM weights at {path} (run stage a first)")
         tensors, metadata = load_weights(path)
@@ -781,8 +788,9 @@ def build_training_model(config: TrainConfig, device: torch.device) -> nn.Module
     if config.init_weights:
         tensors = _initial_weights(config.init_weights)
         # a stage-b export holds AFR and head only; a registry reconstructor also its FEM, which must be this one
-        held_fem = subset(tensors, "fem.")
-        if held_fem and any(not torch.equal(held_fem[name].to(device), value) for name, value in fem.state_dict().items()):
+        held_fem, fem_state = subset(tensors, "fem."), fem.state_dict()
+        if held_fem and (held_fem.keys() != fem_state.keys() or
+                         any(not torch.equal(held_fem[name].to(device), value) for name, value in fem_state.items())):
             raise ValueError(f"init_weights {config.init_weights!r} holds another FEM than fem_weights {config.fem_weights!r}")
         load_state(model, {**{f"fem.{k}": v for k, v in fem.state_dict().items()}, **tensors}, f"init_weights {config.init_weights}")
     model.fem.eval()
@@ -793,8 +801,8 @@ def build_training_model(config: TrainConfig, device: torch.device) -> nn.Module
 
 def _initial_weights(source: str) -> dict[str, torch.Tensor]:
     """Trained weights a stage starts from (init_weights): a .safetensors file or a registry id."""
-    path = Path(source)
-    if path.suffix == ".safetensors" or path.exists():
+    path = _weights_file(source)
+    if path is not None:
         return load_weights(path)[0]
     from spikecodec.models.registry import load_model
 

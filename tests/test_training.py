@@ -275,6 +275,13 @@ def test_cli_train(tmp_path):
     bad.write_text(json.dumps({"stage": "a", "nonsense": 1}))
     result = runner.invoke(main, ["train", "--config", str(bad), "--out", str(tmp_path)])
     assert result.exit_code != 0 and "unknown training config keys" in result.output
+    # init weights whose FEM lacks the count_skip path of fem_weights' FEM; an unknown id
+    result = runner.invoke(main, ["train", "--stage", "b", "--fem-weights", "sci-small-v2", "--init-weights",
+                                  "sci-small-v1-recon", "--out", str(tmp_path / "ft")])
+    assert result.exit_code == 1 and "holds another FEM" in result.output and "Traceback" not in result.output
+    result = runner.invoke(main, ["train", "--stage", "cnn", "--init-weights", "no-such-model", "--out", str(tmp_path / "ft")])
+    assert result.exit_code == 1 and "unknown model id 'no-such-model'" in result.output
+    assert not (tmp_path / "ft").exists()
     assert runner.invoke(main, ["train", "--help"]).exit_code == 0
 
 
