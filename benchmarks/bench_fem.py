@@ -1,12 +1,14 @@
 """End-side cost of the FEM: parameters, MACs per moment by operation, median ms per moment.
 
-    python benchmarks/bench_fem.py                      # default config, 250x400
+    python benchmarks/bench_fem.py                      # the shipped reconstructor, 250x400
     python benchmarks/bench_fem.py --json out.json --afr   # also the cloud side (AFR + head)
+    python benchmarks/bench_fem.py --model sci-small-v1-recon   # the codec's FEM
 
-Timings use random weights and random spikes (the cost does not depend on them, except the number
-of runs of the binary filters, which is reported). "window" times one moment alone (its own prefix
-sum over the 46-frame window); "stream" times extract_features over a stream at the given stride,
-where consecutive moments share the prefix sum (uint8 -> float conversion included).
+The model is a registered reconstructor with its trained weights (the binary filters' runs, hence
+part of the cost, depend on them), fed random spikes (the cost does not depend on those). "window"
+times one moment alone (its own prefix sum over the FEM window); "stream" times extract_features
+over a stream at the given stride, where consecutive moments share the prefix sum (uint8 -> float
+conversion included).
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from docs_sections import replace_section  # noqa: E402
 
+from spikecodec import DEFAULT_RECONSTRUCTION_MODEL
 from spikecodec.models.cost import afr_cost, fem_cost_summary, total_macs
 from spikecodec.models.fem import FEM, extract_features, fem_parameter_count
-from spikecodec.models.sci import SCIConfig, SCIReconstructor
+from spikecodec.models.registry import get_spec, load_model
+from spikecodec.models.sci import SCIReconstructor
 
 
 def _median_ms(function, repeats: int, warmup: int = 2) -> float:
@@ -41,9 +45,11 @@ def _median_ms(function, repeats: int, warmup: int = 2) -> float:
     return statistics.median(samples)
 
 
-def benchmark(height: int, width: int, stride: int, repeats: int, threads: list[int], with_afr: bool) -> dict:
-    torch.manual_seed(0)
-    model = SCIReconstructor(SCIConfig(stride=stride)).eval()
+def benchmark(model_id: str, height: int, width: int, stride: int, repeats: int, threads: list[int],
+              with_afr: bool) -> dict:
+    model = load_model(model_id)
+    if not isinstance(model, SCIReconstructor):
+        raise SystemExit(f"{model_id} is a {get_spec(model_id).kind}, not an SCI reconstructor")
     fem: FEM = model.fem
     rng = np.random.default_rng(0)
     window = torch.from_numpy((rng.random((1, fem.window_length, height, width)) < 0.3).astype(np.float32))
@@ -52,6 +58,8 @@ def benchmark(height: int, width: int, stride: int, repeats: int, threads: list[
     stream = (rng.random((stream_frames, height, width)) < 0.3).astype(np.uint8)
     moments = fem.window_before + stride * np.arange(moments_per_stream)
     report = {
+        "model": model_id, "fem": get_spec(model_id).base,
+        "window": [fem.window_before, fem.window_after],
         "config": fem.config.to_dict(), "height": height, "width": width,
         "parameters": fem_parameter_count(fem),
         "cost": fem_cost_summary(fem, height, width, stride=stride),
@@ -84,6 +92,8 @@ def benchmark(height: int, width: int, stride: int, repeats: int, threads: list[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=DEFAULT_RECONSTRUCTION_MODEL,
+                        help="registered reconstructor whose FEM (and AFR + head) is measured")
     parser.add_argument("--height", type=int, default=250)
     parser.add_argument("--width", type=int, default=400)
     parser.add_argument("--stride", type=int, default=20)
@@ -94,7 +104,7 @@ def main() -> None:
     parser.add_argument("--write-docs", action="store_true",
                         help="put the table into the fem-cost section of docs/BENCHMARKS.md")
     args = parser.parse_args()
-    report = benchmark(args.height, args.width, args.stride, args.repeats, args.threads, args.afr)
+    report = benchmark(args.model, args.height, args.width, args.stride, args.repeats, args.threads, args.afr)
     cost = report["cost"]
     print(f"FEM at {args.height}x{args.width}: parameters {report['parameters']}")
     for op in cost["operations"]:
@@ -118,13 +128,16 @@ def main() -> None:
 
 def markdown(report: dict, args: argparse.Namespace) -> str:
     cost = report["cost"]
+    fem_before, fem_after = report["window"]
     lines = [
-        f"## End-side cost of the FEM at {args.height}x{args.width} (default config)", "",
-        f"`python benchmarks/bench_fem.py{' --afr' if args.afr else ''} --write-docs`: random "
-        f"weights and spikes, {platform.machine()}, torch {torch.__version__}, median of "
+        f"## End-side cost of the FEM at {args.height}x{args.width}", "",
+        f"`python benchmarks/bench_fem.py{' --afr' if args.afr else ''} --write-docs`: "
+        f"`{report['model']}` (FEM `{report['fem']}`, window t-{fem_before}..t+{fem_after}) with its "
+        f"trained weights, random spikes, {platform.machine()}, torch {torch.__version__}, median of "
         f"{args.repeats} runs. Parameters: {report['parameters']}. MACs per moment counted per "
         "operation (cumulative sums, frame totals, deform_conv2d and grid_sample by hand; "
-        "convolutions checked against torch.utils.flop_counter in the tests).", "",
+        "convolutions checked against torch.utils.flop_counter in the tests). The codecs code "
+        "`sci-small-v1` features: `--model sci-small-v1-recon` measures that FEM.", "",
         "| operation | kind | MMAC per moment |", "| --- | --- | ---: |",
     ]
     for op in cost["operations"]:

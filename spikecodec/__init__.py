@@ -6,7 +6,7 @@ DEFAULT_HEIGHT = 250
 DEFAULT_WIDTH = 400
 DEFAULT_CONVERSION_RATE = 0.6  # firing rate per unit intensity of the public simulated datasets
 DEFAULT_SPIKE_RATE_HZ = 20_000
-DEFAULT_RECONSTRUCTION_MODEL = "sci-small-v3-recon"  # registry id of the shipped analysis path (raw spikes)
+DEFAULT_RECONSTRUCTION_MODEL = "sci-small-v3-recon-long"  # registry id of the shipped analysis path (raw spikes)
 # ours-raw, the analyze-then-compress anchor of `eval`: the analysis of the shipped codec's own FEM
 # on uncompressed features, so the anchor and the codec start from the same features
 DEFAULT_EVAL_MODEL = "sci-small-v1-recon"

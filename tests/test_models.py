@@ -396,7 +396,7 @@ def _shipped(model_id: str) -> bool:
 
 @pytest.mark.skipif(not _shipped(DEFAULT_RECONSTRUCTION_MODEL), reason="reconstruction weights not shipped yet")
 def test_shipped_reconstruction_beats_tfp_on_a_static_scene():
-    # sci-small-v3-recon: 39.0 dB vs TFP41 35.6 (sci-small-v2-recon, short ventral fields and plain MSE: 33.6)
+    # sci-small-v3-recon-long: 40.8 dB vs TFP41 35.6 (sci-small-v3-recon 39.0; sci-small-v2-recon, short ventral fields and plain MSE: 33.6)
     from data_tools.photos import load_photo
 
     from spikecodec.baselines import tfp

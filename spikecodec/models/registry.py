@@ -147,7 +147,12 @@ _SPECS = [
     ModelSpec("sci-small-v3-recon", "reconstructor", SMALL_SCI_V3.to_dict(), base="sci-small-v3",
               weights="sci-small-v3-recon.safetensors",
               sha256="a85a58ec7891b7881a437024be2e0f594d595af590d79805d132aa65fb0e67ce",
-              description="AFR + reconstruction head on sci-small-v3 features, trained in stage (b) on log-MSE on this machine; the shipped analysis path"),
+              description="AFR + reconstruction head on sci-small-v3 features, trained in stage (b) on log-MSE on this machine"),
+    ModelSpec("sci-small-v3-recon-long", "reconstructor", SMALL_SCI_V3.to_dict(), base="sci-small-v3",
+              weights="sci-small-v3-recon-long.safetensors",
+              sha256="f7824519f44b2e9cbcf3872b1c7ef8b9238b998838e26f9c0d71b86485e34dd2",
+              description="sci-small-v3-recon trained 4,377 steps more in stage (b) on log-MSE, new clips (seed 2), "
+                          "on this machine; the shipped analysis path"),
     ModelSpec("sci-codec-v1", "codec", CODEC_V1.to_dict(), base="sci-small-v1", analysis="sci-codec-v1-recon",
               weights="sci-codec-v1.safetensors", sha256="a1f2aaa764d934450bfcbad52039a7363fd023b101ee977faea1d87c6006451c",
               description="feature codec with FMVR on sci-small-v1 features, qualities 0..3 (stages c1 + c2)"),
