@@ -27,13 +27,13 @@ STAGE_A = [  # (log, label): FEM + proxy head, 500-step runs of equal settings
     ("ablation-dual-a.log.jsonl", "dual pathway with PFU, smoothness penalty 0.01"),
     ("ablation-ventral-a.log.jsonl", "ventral pathway only, smoothness penalty 0.01"),
     ("ablation-nosmooth-a.log.jsonl", "dual pathway with PFU, no smoothness penalty"),
-    ("sci-small-v1.log.jsonl", "shipped FEM (3,250 steps, penalty 0.01)"),
+    ("sci-small-v1.log.jsonl", "`sci-small-v1`, the codecs' FEM (3,250 steps, penalty 0.01)"),
 ]
-STAGE_B = [  # AFR variants on the shipped FEM, 300-step runs of equal settings
+STAGE_B = [  # AFR variants on sci-small-v1, 300-step runs of equal settings
     ("ablation-warp-b.log.jsonl", "warping only"),
     ("ablation-deform-b.log.jsonl", "deformable convolution only"),
     ("ablation-full-b.log.jsonl", "AFR: warping then deformable convolution"),
-    ("sci-small-v1-recon.log.jsonl", "shipped AFR + head (2,500 steps)"),
+    ("sci-small-v1-recon.log.jsonl", "`sci-small-v1-recon` (2,500 steps)"),
 ]
 
 
@@ -60,7 +60,11 @@ def main() -> None:
         "Validation PSNR (dB) on fixed clips of the val photographs, last validation of each "
         "committed log (`python benchmarks/bench_ablations.py --write-docs`; commands in "
         "docs/TRAINING.md). Short retrains: equal steps within a table, so rows compare with "
-        "each other, not with the shipped rows.", "",
+        "each other, not with the full-length rows. All runs use the `sci-small-v1` "
+        "architecture (ventral fields 7-13, plain MSE). The analysis path's `sci-small-v3` adds "
+        "a skip of the sub-filter counts into F and longer ventral fields and was trained on "
+        "log-MSE (docs/TRAINING.md); the choices ablated here (pathways, smoothness penalty, "
+        "alignment) are the same in it.", "",
         "Stage (a), FEM + light proxy head:", "",
         "| FEM | steps | slow | medium | fast | all | TFP41 on the same clips | "
         "Laplacian L1 | L2 | L2 / spread of F |",
