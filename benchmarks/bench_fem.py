@@ -30,7 +30,7 @@ from docs_sections import replace_section  # noqa: E402
 from spikecodec import DEFAULT_RECONSTRUCTION_MODEL
 from spikecodec.models.cost import afr_cost, fem_cost_summary, total_macs
 from spikecodec.models.fem import FEM, extract_features, fem_parameter_count
-from spikecodec.models.registry import get_spec, load_model
+from spikecodec.models.registry import ModelNotFoundError, get_spec, load_model
 from spikecodec.models.sci import SCIReconstructor
 
 
@@ -47,7 +47,10 @@ def _median_ms(function, repeats: int, warmup: int = 2) -> float:
 
 def benchmark(model_id: str, height: int, width: int, stride: int, repeats: int, threads: list[int],
               with_afr: bool) -> dict:
-    model = load_model(model_id)
+    try:
+        model = load_model(model_id)
+    except ModelNotFoundError as error:
+        raise SystemExit(str(error)) from None
     if not isinstance(model, SCIReconstructor):
         raise SystemExit(f"{model_id} is a {get_spec(model_id).kind}, not an SCI reconstructor")
     fem: FEM = model.fem
