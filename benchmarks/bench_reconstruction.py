@@ -4,7 +4,8 @@
 
 Methods, all in this one run and at the same moments:
 - SCI: the registered reconstructor (FEM features uncompressed, AFR, reconstruction head);
-- the plain-CNN baseline on the raw 41 spike frames (same parameter budget);
+- the plain-CNN baselines on the raw 41 spike frames (same parameter budget): `cnn-baseline-v2`
+  (trained on a GPU, 8 times SCI's stage-(b) samples) and `cnn-baseline-v1` (on this machine, 76 min);
 - TFP41 (41 frames centred on the moment), TFI, and TFP over SCI's reach
   (t - stride - FEM before .. t + stride + FEM after, the span SCI's output depends on).
 Moments: every 20 spike frames, at spike indices whose whole SCI reach lies inside the stream,
@@ -52,7 +53,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "smotion_test.h5")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default=DEFAULT_RECONSTRUCTION_MODEL)
-    parser.add_argument("--cnn", default="cnn-baseline-v2", help="registry id, or 'none' to skip")
+    parser.add_argument("--cnn", default="cnn-baseline-v2,cnn-baseline-v1",
+                        help="registry ids of plain CNNs, comma-separated, or 'none'")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None, help="only the first N sequences")
     parser.add_argument("--write-docs", action="store_true")
@@ -63,13 +65,14 @@ def main() -> None:
 
     ensure_test_split(args.data, args.seed)
     sci = load_model(args.model)
-    cnn = None if args.cnn == "none" else load_model(args.cnn)
+    cnn_ids = [] if args.cnn == "none" else [name for name in args.cnn.split(",") if name]
+    cnns = {name: load_model(name) for name in cnn_ids}
     fem = sci.fem
     reach_before = STRIDE + fem.window_before
     reach_after = STRIDE + fem.window_after
     methods = {
         "SCI": lambda s, m: sci.reconstruct(s, m, stride=STRIDE),
-        **({"plain CNN": lambda s, m: cnn.reconstruct(s, m)} if cnn is not None else {}),
+        **{name: (lambda s, m, cnn=cnn: cnn.reconstruct(s, m)) for name, cnn in cnns.items()},
         "TFP41": lambda s, m: tfp(s, m, window=41),
         "TFI": lambda s, m: tfi(s, m),
         f"TFP reach ({reach_before + reach_after + 1})":
@@ -106,8 +109,9 @@ def main() -> None:
     lines = [
         f"S-Motion test split ({len(rows)} sequences), moments every {STRIDE} spike frames "
         f"with SCI's whole reach t-{reach_before}..t+{reach_after} inside the stream; uncompressed "
-        f"features. Model `{args.model}` ({parameter_count(sci):,} parameters), plain CNN "
-        f"`{args.cnn}` ({parameter_count(cnn) if cnn else 0:,} parameters). Regenerate: "
+        f"features. Model `{args.model}` ({parameter_count(sci):,} parameters), plain CNNs "
+        + (", ".join(f"`{name}` ({parameter_count(cnn):,} parameters)" for name, cnn in cnns.items())
+           or "skipped") + ". Regenerate: "
         f"`python benchmarks/bench_reconstruction.py --write-docs` "
         f"({time.perf_counter() - started:.0f} s, {args.threads} thread{'s' if args.threads != 1 else ''}, {platform.machine()}, "
         f"torch {torch.__version__}).",
