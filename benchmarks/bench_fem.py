@@ -48,11 +48,12 @@ def _median_ms(function, repeats: int, warmup: int = 2) -> float:
 def benchmark(model_id: str, height: int, width: int, stride: int, repeats: int, threads: list[int],
               with_afr: bool) -> dict:
     try:
-        model = load_model(model_id)
+        spec = get_spec(model_id)
     except ModelNotFoundError as error:
         raise SystemExit(str(error)) from None
-    if not isinstance(model, SCIReconstructor):
-        raise SystemExit(f"{model_id} is a {get_spec(model_id).kind}, not an SCI reconstructor")
+    if spec.kind != "reconstructor":
+        raise SystemExit(f"{model_id} is a {spec.kind}, not an SCI reconstructor")
+    model: SCIReconstructor = load_model(model_id)
     fem: FEM = model.fem
     rng = np.random.default_rng(0)
     window = torch.from_numpy((rng.random((1, fem.window_length, height, width)) < 0.3).astype(np.float32))
@@ -61,7 +62,7 @@ def benchmark(model_id: str, height: int, width: int, stride: int, repeats: int,
     stream = (rng.random((stream_frames, height, width)) < 0.3).astype(np.uint8)
     moments = fem.window_before + stride * np.arange(moments_per_stream)
     report = {
-        "model": model_id, "fem": get_spec(model_id).base,
+        "model": model_id, "fem": spec.base,
         "window": [fem.window_before, fem.window_after],
         "config": fem.config.to_dict(), "height": height, "width": width,
         "parameters": fem_parameter_count(fem),
