@@ -78,6 +78,29 @@ def _first_match(points: list[tuple[float, float]], target: float) -> float | No
     return None
 
 
+def _bits_at_equal_psnr(rows: list[dict], method: str, anchor: str) -> dict | None:
+    """Our bits over the anchor's at the same PSNR, per point of ``method`` whose PSNR lies within the
+    anchor's range on the same input (anchor log-rate interpolated linearly in PSNR along its Pareto
+    points): a comparison that still exists where the curves overlap too little for a BD-rate."""
+    ratios = []
+    for name in {r["input"] for r in rows}:
+        ours = [(r["bpp"], r["psnr"]) for r in rows if r["input"] == name and r["method"] == method]
+        pareto, best = [], -np.inf
+        for bpp, psnr in sorted((r["bpp"], r["psnr"]) for r in rows if r["input"] == name and r["method"] == anchor):
+            if psnr > best:
+                pareto.append((bpp, psnr))
+                best = psnr
+        if len(pareto) < 2:
+            continue
+        psnrs, log_rates = np.array([p for _, p in pareto]), np.log([b for b, _ in pareto])
+        ratios += [bpp / float(np.exp(np.interp(psnr, psnrs, log_rates))) for bpp, psnr in ours
+                   if psnrs[0] <= psnr <= psnrs[-1]]
+    if not ratios:
+        return None
+    low, median, high = np.percentile(ratios, [25, 50, 75])
+    return {"points": len(ratios), "median": float(median), "quartiles": [float(low), float(high)]}
+
+
 def rd(results: Path) -> tuple[dict, str]:
     from spikecodec.evaluation import bdrate_report, load_results
 
@@ -116,8 +139,10 @@ def rd(results: Path) -> tuple[dict, str]:
                           and report.per_input[(method, i)][0].value is not None)
             bd[anchor][method] = {"bd_rate": rate.value, "bd_rate_note": rate.note, "bd_psnr": quality.value,
                                   "inputs": f"{covered}/{len(report.inputs)}"}
+    equal_psnr = _bits_at_equal_psnr(rows, "ours", "ours-raw+x265")
     result = {
         "results": str(results), "environment": document.get("environment"), "qualities": table,
+        "bits_at_equal_psnr_vs_ours_raw_x265": equal_psnr,
         "references": references, "bd": bd,
         "bpp_matching_tfp41": _first_match(curve, tfp_psnr), "inputs": len({r["input"] for r in ours}),
     }
@@ -126,7 +151,11 @@ def rd(results: Path) -> tuple[dict, str]:
              f"Our codec ({DEFAULT_CODEC_MODEL}, stride {DEFAULT_STRIDE}, GOP {DEFAULT_GOP}) on the S-Motion test "
              f"split ({result['inputs']} sequences), from `spikecodec eval` "
              f"(`{results}`); bpp counts the whole `.sci` file over T x H x W spike pixels; "
-             "PSNR/SSIM per frame at every evaluated moment against the ground truth, averaged.", "",
+             "PSNR/SSIM per frame at every evaluated moment against the ground truth, averaged."
+             + "".join(f" Rows of {', '.join(entry['methods'])}: run of {entry['created']}."
+                       for entry in document.get("history", [])[:-1] or [])
+             + (f" Rows of {', '.join(document['history'][-1]['methods'])}: run of {document['history'][-1]['created']}"
+                " (`eval --update`)." if len(document.get("history", [])) > 1 else ""), "",
              "| method | bpp | x smaller than raw | PSNR dB | SSIM | slow | medium | fast |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
 
@@ -153,6 +182,12 @@ def rd(results: Path) -> tuple[dict, str]:
         rate_text = f"{v['bd_rate']:+.1f}%" if v["bd_rate"] is not None else v["bd_rate_note"]
         psnr_text = f"{v['bd_psnr']:+.2f} dB" if v["bd_psnr"] is not None else "-"
         lines.append(f"| {anchor} | {rate_text} | {psnr_text} | {v['inputs']} |")
+    if equal_psnr:
+        lines += ["", f"At equal PSNR (the {equal_psnr['points']} points of ours within the PSNR range of "
+                  "`ours-raw+x265` on the same sequence, the anchor's log-rate interpolated along its Pareto "
+                  f"points) ours spends a median **{equal_psnr['median']:.1f}x** the anchor's bits (quartiles "
+                  f"{equal_psnr['quartiles'][0]:.1f}x-{equal_psnr['quartiles'][1]:.1f}x; the BD-rate target, "
+                  "-30%, is 0.7x)."]
     if "ours-raw+x265" in by_method:
         table_text = bdrate_report(results.parent if results.is_file() else results, "ours-raw+x265").markdown()
         lines += ["", "Every method against `ours-raw+x265` (`spikecodec bdrate runs/eval --anchor ours-raw+x265`; "
@@ -304,14 +339,16 @@ def _write_test_dat(path: Path, frames: int, height: int = 250, width: int = 400
 
 def encoder_breakdown(dat: Path, end: Any) -> dict[str, float]:
     """Seconds of one default ``encode_file`` of ``dat`` spent in each stage: model loading, spike
-    reading, FEM, the codec's transforms, entropy coding (compressai's ``EntropyModel.compress``:
-    symbols, list conversion and rANS) and the rest (frame units, hashing, Python); each stage is
-    timed by wrapping the function that does it."""
+    reading, FEM, the codec's transforms, entropy coding (compressai's ``EntropyModel.compress`` for
+    the hyper-latents, ``ListedConditional.compress`` for the latents: symbols, lists and rANS) and
+    the rest (frame units, hashing, Python); each stage is timed by wrapping the function that
+    does it."""
     from unittest import mock
 
     from compressai.entropy_models import EntropyModel
 
     import spikecodec.models.fem as fem_module
+    from spikecodec.models.codec import ListedConditional
     from spikecodec.codec import encode_file, load_end_side
     from spikecodec.io import DatReader
 
@@ -331,7 +368,8 @@ def encoder_breakdown(dat: Path, end: Any) -> dict[str, float]:
             mock.patch.object(DatReader, "read", timed("spike reading", DatReader.read)), \
             mock.patch.object(fem_module, "extract_features", timed("FEM", fem_module.extract_features)), \
             mock.patch.object(end.codec, "compress", timed("codec", end.codec.compress)), \
-            mock.patch.object(EntropyModel, "compress", timed("entropy coding", EntropyModel.compress)):
+            mock.patch.object(EntropyModel, "compress", timed("entropy coding", EntropyModel.compress)), \
+            mock.patch.object(ListedConditional, "compress", timed("entropy coding", ListedConditional.compress)):
         started = time.perf_counter()
         result = encode_file(dat, Path(folder) / "s.sci", model=end)
         total = time.perf_counter() - started
@@ -408,7 +446,7 @@ def speed(frames: int, repeats: int, threads: int, baseline: str | None) -> tupl
         f"{1000 * decode_s / result.frames:.0f} | {report['decoder_macs_per_moment'] / g:.2f} "
         f"(codec {cost['gop_average']['decoder'] / g:.2f} + analysis {analysis_macs / g:.2f}) |",
         "", "Where one more encode of the same file spends its time (one pass, same threads; the codec's "
-        "entropy coding is compressai's `compress`: symbols, list conversion, rANS):", "",
+        "entropy coding is the entropy models' `compress`: symbols, lists, rANS):", "",
         "| stage | ms per moment | share |", "| --- | --- | --- |",
         *[f"| {name} | {1000 * value / stages['moments']:.1f} | "
           f"{100 * value / sum(v for k, v in stages.items() if k != 'moments'):.0f}% |"

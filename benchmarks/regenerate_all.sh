@@ -17,7 +17,10 @@ spikecodec eval data/smotion_test.h5 -o runs/eval --jobs 2 --force --no-progress
 python benchmarks/bench_codec.py rd --results runs/eval/results.json --write-docs
 spikecodec bdrate runs/eval --anchor ours-raw+x265 > runs/eval/bdrate_ours-raw+x265.md
 cp runs/eval/rd.png docs/rd_smotion.png
-mkdir -p docs/eval_smotion && cp runs/eval/results.csv runs/eval/bdrate_ours-raw+x265.md docs/eval_smotion/
+# after a codec change alone, instead of the eval above (keeps the committed anchor rows):
+#   mkdir -p runs/eval && cp docs/eval_smotion/results.json runs/eval/ &&
+#   spikecodec eval data/smotion_test.h5 -o runs/eval --update --methods ours --codec-model ID --jobs 2
+mkdir -p docs/eval_smotion && cp runs/eval/results.json runs/eval/results.csv runs/eval/bdrate_ours-raw+x265.md docs/eval_smotion/
 python benchmarks/bench_codec.py bits --write-docs
 python benchmarks/bench_codec.py speed --write-docs
 python benchmarks/bench_codec.py memory --write-docs

@@ -813,7 +813,7 @@ def evaluate(
     """
     from tqdm import tqdm
 
-    methods = tuple(methods)
+    methods = run_methods = tuple(methods)
     unknown = [m for m in methods if m not in DEFAULT_METHODS]
     if unknown:
         raise EvaluationError(f"unknown method(s) {', '.join(unknown)}; choose from "
@@ -841,12 +841,16 @@ def evaluate(
         raise EvaluationError(f"{out_dir} already holds results; use --force to replace them, or --update to "
                               "replace only the rows of the methods run now")
     kept_rows, kept_errors, kept_methods = [], [], []
+    history: list[dict[str, Any]] = []  # one entry per run that wrote rows into the file (--update adds one)
     if update and json_path.exists():
         previous = load_results(out_dir)
         before = previous.get("settings", {})
         now = {"inputs": [str(p) for p in inputs], "stride": stride, "qps": list(qps), "gop": gop,
                "codecs": list(codecs), "model_id": model_id, "limit": limit, "codec_model": codec_model}
-        differ = [k for k, v in now.items() if k in before and before[k] != v]
+        # the codec model sets only ours' rows, the reconstruction model only ours-raw's: re-running
+        # that method with another model replaces every row the setting touched
+        scope = {"codec_model": OURS, "model_id": "ours-raw"}
+        differ = [k for k, v in now.items() if k in before and before[k] != v and scope.get(k) not in methods]
         if differ:
             raise EvaluationError(f"{out_dir} holds results of other settings ({', '.join(differ)}: "
                                   f"{', '.join(repr(before[k]) for k in differ)}); use the same ones, or --force")
@@ -854,6 +858,7 @@ def evaluate(
         kept_errors = [e for e in previous.get("errors", []) if e.get("method") != "*"
                        and _requested_method({"method": e.get("method"), "reconstruction": None}) not in methods]
         kept_methods = [m for m in before.get("methods", []) if m not in methods]
+        history = previous.get("history") or [{"created": previous.get("created"), "methods": before.get("methods", [])}]
     out_dir.mkdir(parents=True, exist_ok=True)
 
     run_options, skipped = _preflight(requested)
@@ -945,9 +950,12 @@ def evaluate(
         rows = sorted(kept_rows + rows, key=lambda row: order[row["input"]])  # stable: methods stay grouped
         errors = kept_errors + errors
         methods = tuple(m for m in DEFAULT_METHODS if m in methods or m in kept_methods)
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    # each earlier run keeps the methods whose rows are still its own
+    history = [{**entry, "methods": [m for m in entry.get("methods", []) if m not in run_methods]} for entry in history]
+    history = [entry for entry in history if entry["methods"]] + [{"created": created, "methods": list(run_methods)}]
     document = {
-        "format": RESULTS_FORMAT, "version": RESULTS_VERSION,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "format": RESULTS_FORMAT, "version": RESULTS_VERSION, "created": created, "history": history,
         "settings": {
             "inputs": [str(p) for p in inputs], "stride": run_options.stride,
             "qps": list(run_options.qps), "gop": run_options.gop,

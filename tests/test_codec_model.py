@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from spikecodec.bitstream import latent_hash
 from spikecodec.models.codec import (
     LATENT_NAMES, MOTIONLESS_P_NAMES, TINY_CODEC_CONFIG, ExactConv2d, FeatureCodec, FeatureCodecConfig, ReferenceState, codec_cost,
-    exact_to_real, geometric_lambdas, latent_sizes, likelihood_bits, pad_features, scale_indexes,
-    string_bits, with_hyperprior_per_quality,
+    LaplaceConditional, ListedConditional, exact_to_real, geometric_lambdas, latent_sizes, likelihood_bits,
+    pad_features, scale_indexes, string_bits, with_hyperprior_per_quality, with_laplace_likelihood,
 )
 
 torch.set_num_threads(1)
@@ -88,6 +88,7 @@ def test_config_round_trips_through_json():
     {"transform": "block"},  # needs latent_stride 8
     {"transform": "block", "latent_stride": 8, "block_components": 0},
     {"transform": "block", "latent_stride": 8, "latent_channels": 200, "block_components": 2},  # > 2 x 64
+    {"likelihood": "cauchy"},
     {"no_such_key": 1},
 ])
 def test_invalid_config_is_refused(changes):
@@ -310,6 +311,64 @@ def test_string_bits_close_to_the_likelihood_estimate(codec):
         assert abs(actual - estimate) <= 0.05 * estimate + 64 * strings, report
         assert abs(actual - exact) <= 0.03 * exact + 64 * strings, report
     print("estimated (training path, coder's parameters) vs actual bits:", report)
+
+
+@pytest.mark.parametrize("kind", [ListedConditional, LaplaceConditional])
+def test_listed_conditional_writes_compressai_strings(kind):
+    from compressai.entropy_models import GaussianConditional
+    from compressai.models.base import get_scale_table
+
+    conditional = kind(None, scale_bound=0.11)
+    conditional.update_scale_table(get_scale_table(0.11, 256, 64))
+    generator = torch.Generator().manual_seed(0)
+    y = torch.randn(2, 8, 6, 7, generator=generator) * 3
+    y[0, 0, 0, 0] = 5000.0  # beyond every table: coded through compressai's escape
+    indexes = torch.randint(0, 30, y.shape, generator=generator, dtype=torch.int32)
+    means = torch.randn(y.shape, generator=generator)
+    strings = conditional.compress(y, indexes, means)
+    # only the CDF rows a tensor uses are handed to the coder: the strings are compressai's own
+    assert strings == GaussianConditional.compress(conditional, y, indexes, means)
+    decoded = conditional.decompress(strings, indexes, torch.int32)
+    assert decoded.dtype == torch.int32
+    assert torch.equal(decoded, GaussianConditional.decompress(conditional, strings, indexes, torch.int32))
+    assert torch.equal(decoded, conditional.quantize(y, "symbols", means))
+    # the lists follow the tables when update() rebuilds them
+    conditional.update_scale_table(get_scale_table(0.2, 64, 32), force=True)
+    again = conditional.compress(y, indexes, means)
+    assert again == GaussianConditional.compress(conditional, y, indexes, means) != strings
+
+
+def test_laplace_distribution():
+    x = torch.linspace(-40, 40, 161, dtype=torch.float64)
+    cumulative = LaplaceConditional._standardized_cumulative(None, x)
+    assert torch.all(cumulative[1:] >= cumulative[:-1]) and torch.all(cumulative > 0)
+    assert torch.allclose(cumulative + cumulative.flip(0), torch.ones_like(x))
+    assert cumulative[80].item() == 0.5
+    for quantile in (1e-9, 0.01, 0.3, 0.7):
+        value = torch.tensor(LaplaceConditional._standardized_quantile(quantile), dtype=torch.float64)
+        assert LaplaceConditional._standardized_cumulative(None, value).item() == pytest.approx(quantile, rel=1e-9)
+
+
+def test_laplace_conversion_decodes_the_same_features(codec):
+    laplace = with_laplace_likelihood(codec).eval()
+    config = laplace.config
+    assert config.likelihood == "laplace" and config.scale_log_step == pytest.approx(codec.config.scale_log_step)
+    assert config.scale_min < codec.config.scale_min and config.scale_levels > codec.config.scale_levels
+    for module in (laplace.intra.gaussian_conditional, laplace.inter.gaussian_conditional):
+        assert isinstance(module, LaplaceConditional)
+        assert float(module.lower_bound_scale.bound) == pytest.approx(config.scale_min)
+        assert module.scale_table.numel() == config.scale_levels
+    frames = moving_frames(3, 32, 48)
+    gaussian, converted = encode_gop(codec, frames, QUALITY), encode_gop(laplace, frames, QUALITY)
+    decoded = decode_gop(laplace, converted, QUALITY)
+    for before, coded, after in zip(gaussian, converted, decoded):
+        assert torch.equal(before["x_hat"], coded["x_hat"]) and torch.equal(coded["x_hat"], after["x_hat"])
+        for name in coded["latents"]:
+            assert torch.equal(before["latents"][name], after["latents"][name])
+        # the estimate of the converted coder prices its own strings
+        assert string_bits(coded["strings"]) == pytest.approx(likelihood_bits(coded["likelihoods"]).item(),
+                                                              rel=0.05, abs=64 * len(coded["strings"]))
+    assert with_laplace_likelihood(laplace).config == config  # already Laplace: a copy
 
 
 def test_quality_index_changes_the_rate(codec):

@@ -343,3 +343,14 @@ def test_eval_update_replaces_only_the_methods_run(tmp_path):
         evaluate(inputs, out, methods=("tfi",), codecs=(), stride=10, progress=False, update=True)
     with pytest.raises(EvaluationError, match="choose"):
         evaluate(inputs, out, methods=("tfi",), codecs=(), progress=False, update=True, force=True)
+    # the codec model sets ours' rows alone: only a re-run of ours may change it
+    with pytest.raises(EvaluationError, match="codec_model"):
+        evaluate(inputs, out, methods=("tfi",), codecs=(), codec_model="sci-tiny-test-codec", progress=False,
+                 update=True)
+    evaluate(inputs, out, methods=("ours",), codecs=(), codec_model="sci-tiny-test-codec", progress=False,
+             update=True)
+    document = evaluation.load_results(out)
+    assert document["settings"]["codec_model"] == "sci-tiny-test-codec"
+    # which run wrote which rows: the first run still owns tfp41's, the update before lossless's
+    assert [entry["methods"] for entry in document["history"]] == [["tfp41"], ["lossless"], ["tfi"], ["ours"]]
+    assert {"tfp41", "tfi", "raw", "ours"} <= {row["method"] for row in document["rows"]}
