@@ -82,17 +82,18 @@ def _bits_at_equal_psnr(rows: list[dict], method: str, anchor: str) -> dict | No
     """Our bits over the anchor's at the same PSNR, per point of ``method`` whose PSNR lies within the
     anchor's range on the same input (anchor log-rate interpolated linearly in PSNR along its Pareto
     points): a comparison that still exists where the curves overlap too little for a BD-rate."""
+    from spikecodec.metrics import RDCurve
+
     ratios = []
     for name in {r["input"] for r in rows}:
         ours = [(r["bpp"], r["psnr"]) for r in rows if r["input"] == name and r["method"] == method]
-        pareto, best = [], -np.inf
-        for bpp, psnr in sorted((r["bpp"], r["psnr"]) for r in rows if r["input"] == name and r["method"] == anchor):
-            if psnr > best:
-                pareto.append((bpp, psnr))
-                best = psnr
-        if len(pareto) < 2:
+        points = [(r["bpp"], r["psnr"]) for r in rows if r["input"] == name and r["method"] == anchor]
+        if len(points) < 2:
             continue
-        psnrs, log_rates = np.array([p for _, p in pareto]), np.log([b for b, _ in pareto])
+        pareto = RDCurve.of(*zip(*points)).pareto()
+        if pareto.rate.size < 2:
+            continue
+        psnrs, log_rates = pareto.quality, np.log(pareto.rate)
         ratios += [bpp / float(np.exp(np.interp(psnr, psnrs, log_rates))) for bpp, psnr in ours
                    if psnrs[0] <= psnr <= psnrs[-1]]
     if not ratios:
@@ -147,15 +148,15 @@ def rd(results: Path) -> tuple[dict, str]:
         "bpp_matching_tfp41": _first_match(curve, tfp_psnr), "inputs": len({r["input"] for r in ours}),
     }
 
+    history = document.get("history", [])  # which run wrote which methods' rows (eval --update adds runs)
+    provenance = "".join(f" Rows of {', '.join(entry['methods'])}: run of {entry['created']}"
+                         + (" (`eval --update`)." if k else ".") for k, entry in enumerate(history)) \
+        if len(history) > 1 else ""
     lines = ["## Feature codec: rate-distortion on the S-Motion test split", "",
              f"Our codec ({DEFAULT_CODEC_MODEL}, stride {DEFAULT_STRIDE}, GOP {DEFAULT_GOP}) on the S-Motion test "
              f"split ({result['inputs']} sequences), from `spikecodec eval` "
              f"(`{results}`); bpp counts the whole `.sci` file over T x H x W spike pixels; "
-             "PSNR/SSIM per frame at every evaluated moment against the ground truth, averaged."
-             + "".join(f" Rows of {', '.join(entry['methods'])}: run of {entry['created']}."
-                       for entry in document.get("history", [])[:-1] or [])
-             + (f" Rows of {', '.join(document['history'][-1]['methods'])}: run of {document['history'][-1]['created']}"
-                " (`eval --update`)." if len(document.get("history", [])) > 1 else ""), "",
+             "PSNR/SSIM per frame at every evaluated moment against the ground truth, averaged." + provenance, "",
              "| method | bpp | x smaller than raw | PSNR dB | SSIM | slow | medium | fast |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
 

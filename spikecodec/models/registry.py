@@ -23,6 +23,7 @@ Entries with a ``seed`` and no file are *untrained*, deterministic random weight
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,17 @@ CODEC_V2 = FeatureCodecConfig(
 CODEC_V3 = laplace_config(CODEC_V2)
 BASELINE_CNN = PlainCNNConfig()  # 41 frames, width 56, 6 layers: ~134k parameters, like SCI's ~138k
 
+# one weights file, two registry entries: sci-codec-v3 streams decode to sci-codec-v2's features
+CLASSIFIER_V2 = ModelSpec("sci-codec-v2-mnist", "classifier", ClassifierConfig(fem=SMALL_SCI.fem).to_dict(), base="sci-codec-v2",
+        weights="sci-codec-v2-mnist.safetensors",
+        sha256="b42505c94c317ac51362881a39d89755e194376f455f309d2618deebbf72fab6", test_views=True,
+        description="S-MNIST classifier (AFR + head): sci-codec-v1-mnist fine-tuned on sci-codec-v2 decoded "
+                    "features at every quality (and uncompressed ones a quarter of the time), then trained further on four "
+                    "renderings of S-MNIST train, then its head alone on rotated, scaled and shifted fused features with quality 0 "
+                    "twice as often, then again on every moment a stream codes at strides 20 and 40, the AFR "
+                    "estimating motion itself on decoded features as classify does; each moment scored over 9 "
+                    "rotated / scaled / shifted views of its fused features")
+
 _SPECS = [
     ModelSpec("sci-tiny-test", "fem", TINY_FEM.to_dict(), seed=0,
               description="UNTRAINED tiny FEM with seeded random weights, for tests only"),
@@ -173,25 +185,15 @@ _SPECS = [
                           "qualities 0..3 (stage c1, then hyper-priors refitted, one per quality, then hyper-priors, scale heads "
                           "and per-quality scale offsets refitted on 16-moment chains, then the I-frame coder fine-tuned on "
                           "the I frame's image (stage intra); decoded by the stage-b reconstructor)"),
-    ModelSpec("sci-codec-v2-mnist", "classifier", ClassifierConfig(fem=SMALL_SCI.fem).to_dict(), base="sci-codec-v2",
-              weights="sci-codec-v2-mnist.safetensors",
-              sha256="b42505c94c317ac51362881a39d89755e194376f455f309d2618deebbf72fab6", test_views=True,
-              description="S-MNIST classifier (AFR + head): sci-codec-v1-mnist fine-tuned on sci-codec-v2 decoded "
-                          "features at every quality (and uncompressed ones a quarter of the time), then trained further on four "
-                          "renderings of S-MNIST train, then its head alone on rotated, scaled and shifted fused features with quality 0 "
-                          "twice as often, then again on every moment a stream codes at strides 20 and 40, the AFR "
-                          "estimating motion itself on decoded features as classify does; each moment scored over 9 "
-                          "rotated / scaled / shifted views of its fused features"),
+    CLASSIFIER_V2,
     ModelSpec("sci-codec-v3", "codec", CODEC_V3.to_dict(), base="sci-small-v1", analysis="sci-small-v1-recon",
               weights="sci-codec-v3.safetensors", sha256="508f587f818f9ac7767824ea8a7a3120df6d36e42523e6e279bf4a8347248fa1",
               description="sci-codec-v2 with y and motion y coded under Laplace distributions, their scale heads, "
                           "per-quality scale offsets and hyper-priors refitted (stage densities); decodes the same "
                           "features as sci-codec-v2 at 4-16% fewer bits"),
-    ModelSpec("sci-codec-v3-mnist", "classifier", ClassifierConfig(fem=SMALL_SCI.fem).to_dict(), base="sci-codec-v3",
-              weights="sci-codec-v2-mnist.safetensors",
-              sha256="b42505c94c317ac51362881a39d89755e194376f455f309d2618deebbf72fab6", test_views=True,
-              description="sci-codec-v2-mnist's weights for sci-codec-v3 streams (which decode to the features "
-                          "sci-codec-v2 streams decode to)"),
+    dataclasses.replace(CLASSIFIER_V2, model_id="sci-codec-v3-mnist", base="sci-codec-v3",
+                        description="sci-codec-v2-mnist's weights for sci-codec-v3 streams (which decode to the "
+                                    "features sci-codec-v2 streams decode to)"),
     ModelSpec("cnn-baseline-v1", "plain-cnn", BASELINE_CNN.to_dict(), weights="cnn-baseline-v1.safetensors",
               sha256="36b6a05c3d12d4f45d4d032cd4eb5c7dc47d08f1718eae078ae0116439824f46",
               description="plain CNN on 41 raw spike frames (benchmark baseline)"),
