@@ -21,16 +21,18 @@ def main() -> None:
     args = parser.parse_args()
 
     from spikecodec.models.codec import with_laplace_likelihood
+    from spikecodec.models.registry import ModelNotFoundError, get_spec
     from spikecodec.models.weights_io import read_metadata, save_weights
     from spikecodec.training import load_codec_weights
 
-    codec = load_codec_weights(args.codec)
-    if Path(args.codec).is_file():
-        fem_config = read_metadata(args.codec)["fem_config"]
-    else:
-        from spikecodec.models.registry import get_spec
-
-        fem_config = json.dumps(get_spec(get_spec(args.codec).base).config, sort_keys=True)
+    try:
+        codec = load_codec_weights(args.codec)
+        if Path(args.codec).is_file():
+            fem_config = read_metadata(args.codec)["fem_config"]
+        else:
+            fem_config = json.dumps(get_spec(get_spec(args.codec).base).config, sort_keys=True)
+    except (ModelNotFoundError, ValueError, FileNotFoundError, KeyError) as error:
+        raise SystemExit(f"codec_to_laplace: {args.codec}: {error}") from None
     converted = with_laplace_likelihood(codec)
     digest = save_weights(converted.state_dict(), args.output, "codec", converted.config.to_dict(),
                           extra={"fem_config": fem_config})
