@@ -17,7 +17,8 @@ from spikecodec.bitstream import latent_hash
 from spikecodec.models.codec import (
     LATENT_NAMES, MOTIONLESS_P_NAMES, TINY_CODEC_CONFIG, ExactConv2d, FeatureCodec, FeatureCodecConfig, ReferenceState, codec_cost,
     LaplaceConditional, ListedConditional, exact_to_real, geometric_lambdas, latent_sizes, likelihood_bits,
-    pad_features, scale_indexes, string_bits, with_hyperprior_per_quality, with_laplace_likelihood,
+    pad_features, scale_indexes, string_bits, with_hyperprior_per_quality, with_laplace_likelihood, with_temporal_z,
+    fit_temporal_z,
 )
 
 torch.set_num_threads(1)
@@ -89,6 +90,9 @@ def test_config_round_trips_through_json():
     {"transform": "block", "latent_stride": 8, "block_components": 0},
     {"transform": "block", "latent_stride": 8, "latent_channels": 200, "block_components": 2},  # > 2 x 64
     {"likelihood": "cauchy"},
+    {"temporal_z": 1},
+    {"z_hysteresis": 1.0},
+    {"z_hysteresis": -0.1},
     {"no_such_key": 1},
 ])
 def test_invalid_config_is_refused(changes):
@@ -369,6 +373,74 @@ def test_laplace_conversion_decodes_the_same_features(codec):
         assert string_bits(coded["strings"]) == pytest.approx(likelihood_bits(coded["likelihoods"]).item(),
                                                               rel=0.05, abs=64 * len(coded["strings"]))
     assert with_laplace_likelihood(laplace).config == config  # already Laplace: a copy
+
+
+def z_differences(model: FeatureCodec, frames: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Per quality: the z-symbol differences of consecutive P frames of ``frames`` coded as one GOP."""
+    out = []
+    for quality in range(model.config.qualities):
+        symbols = [e["latents"]["z"] for e in encode_gop(model, frames, quality)[1:]]
+        out.append(torch.cat([b - a for a, b in zip(symbols, symbols[1:])]))
+    return out
+
+
+def test_temporal_z_decodes_the_same_features_and_codes_repeated_z_in_fewer_bits():
+    base = with_laplace_likelihood(build_codec(config=dataclasses.replace(TINY_CODEC_CONFIG, hyperprior_per_quality=True)))
+    # a still scene: z repeats from P frame to P frame, the fitted scales are the table's smallest
+    still = [moving_frames(1, 48, 64, seed=3)[0] + 0.01 * k for k in range(5)]
+    temporal = with_temporal_z(base).eval()
+    fit_temporal_z(temporal, z_differences(base, still))
+    assert temporal.config.temporal_z and not base.config.temporal_z
+    assert all(not bool(d.any()) for d in z_differences(base, still))
+    assert int(temporal.inter.temporal_z_index.max()) == 0
+    for frames in (still, moving_frames(5, 48, 64)):
+        before, coded = encode_gop(base, frames, QUALITY), encode_gop(temporal, frames, QUALITY)
+        decoded = decode_gop(temporal, coded, QUALITY)
+        assert coded[0]["state"].z_symbols is None and coded[1]["state"].z_symbols is not None
+        for k, (old, new, back) in enumerate(zip(before, coded, decoded)):
+            assert torch.equal(old["x_hat"], new["x_hat"]) and torch.equal(new["x_hat"], back["x_hat"]), k
+            for name in new["latents"]:
+                assert torch.equal(old["latents"][name], back["latents"][name]), (k, name)
+            # the first P frame (no P frame before it) is coded as before
+            if k <= 1:
+                assert new["strings"] == old["strings"], k
+            assert string_bits(new["strings"]) == pytest.approx(likelihood_bits(new["likelihoods"]).item(),
+                                                                rel=0.05, abs=64 * len(new["strings"]))
+    coded = encode_gop(temporal, still, QUALITY)
+    assert sum(len(e["strings"]["z"][0]) for e in coded[2:]) < sum(
+        len(e["strings"]["z"][0]) for e in encode_gop(base, still, QUALITY)[2:])
+    # a decoder that lost the previous P frame's z decodes other symbols: z really depends on it
+    lost = ReferenceState(decoded[2]["state"].feature, decoded[2]["state"].size, decoded[2]["state"].z_symbols + 1)
+    other = temporal.decompress(coded[3]["strings"], coded[3]["shapes"], QUALITY, lost)
+    assert not torch.equal(other["latents"]["z"], coded[3]["latents"]["z"])
+    with pytest.raises(ValueError, match="z differences"):
+        fit_temporal_z(temporal, [torch.zeros(1, 2, 2, 2, dtype=torch.int32)] * base.config.qualities)
+    with pytest.raises(ValueError, match="temporal_z"):
+        fit_temporal_z(base, z_differences(base, still))
+    with pytest.raises(ValueError, match="already"):
+        with_temporal_z(temporal)
+    with pytest.raises(ValueError, match="reference z symbols"):
+        bad = ReferenceState(lost.feature, lost.size, lost.z_symbols[:, :1])
+        temporal.decompress(coded[3]["strings"], coded[3]["shapes"], QUALITY, bad)
+
+
+def test_z_hysteresis_keeps_more_z_symbols_and_decodes_exactly():
+    base = build_codec(config=dataclasses.replace(TINY_CODEC_CONFIG, hyperprior_per_quality=True))
+    with torch.no_grad():  # an untrained hyper-analysis gives z ~ 0 everywhere: make z move
+        base.inter.hyper_analysis[-1].weight.mul_(30)
+    frames = moving_frames(6, 96, 128)
+    plain, sticky = with_temporal_z(base).eval(), with_temporal_z(base, hysteresis=0.45).eval()
+    assert sticky.config.z_hysteresis == 0.45
+    unchanged = {}
+    for name, model in (("plain", plain), ("sticky", sticky)):
+        coded = encode_gop(model, frames, QUALITY)
+        for k, (enc, dec) in enumerate(zip(coded, decode_gop(model, coded, QUALITY))):
+            assert torch.equal(enc["x_hat"], dec["x_hat"]), (name, k)
+            for key in enc["latents"]:
+                assert torch.equal(enc["latents"][key], dec["latents"][key]), (name, k, key)
+        symbols = [e["latents"]["z"] for e in coded[1:]]
+        unchanged[name] = float(sum((b == a).double().mean() for a, b in zip(symbols, symbols[1:])))
+    assert unchanged["sticky"] > unchanged["plain"], unchanged
 
 
 def test_quality_index_changes_the_rate(codec):

@@ -243,6 +243,38 @@ def test_pipeline_with_latents_at_one_eighth(stream, tmp_path):
     assert {latent.name: tuple(latent.shape) for latent in first.latents}["y"] == (4, 6)
 
 
+def test_pipeline_with_z_coded_in_time(stream, tmp_path):
+    """A temporal_z codec through encode, full decode and --at: each P frame's z is decoded against
+    the previous P frame's, which a decoder starting at the GOP's I frame has."""
+    import copy
+
+    import torch
+
+    from spikecodec.codec import EndSide, load_cloud_side, encode_reader, load_end_side
+    from spikecodec.io import open_spikes
+    from spikecodec.models.codec import with_temporal_z
+
+    folder, result = stream
+    tiny = load_end_side(TINY)
+    codec = with_temporal_z(tiny.codec, hysteresis=0.3).eval()
+    with torch.no_grad():  # the untrained hyper-analysis gives z ~ 0 everywhere: make z move
+        codec.inter.hyper_analysis[-1].weight.mul_(30)
+    with open_spikes(folder / "s.dat", height=H, width=W) as reader:
+        encode_reader(reader, tmp_path / "e.sci", gop=6, model=EndSide(TINY, tiny.identity, tiny.fem, codec))
+    models = (codec, load_cloud_side(result.header, None)[1])
+    full = decode_stream(tmp_path / "e.sci", models=models)
+    assert full.hash_verified and full.frames.shape == (18, H, W)
+    # the z differences' scales matter to the decoder (so z was coded in time), whose hash check sees it
+    other = copy.deepcopy(codec)
+    other.inter.temporal_z_index.add_(20)
+    with pytest.raises(ContentHashMismatch):
+        decode_stream(tmp_path / "e.sci", models=(other, models[1]))
+    for index in (4, 5, 6, 17):  # mid-GOP, the last of a GOP, an I frame, the end of the stream
+        one = decode_stream(tmp_path / "e.sci", at=int(full.moments[index]), models=models)
+        assert one.moments.tolist() == [full.moments[index]]
+        np.testing.assert_array_equal(one.frames[0], full.frames[index])
+
+
 def test_reconstructor_reads_decoded_motion_only_if_trained_on_it():
     from types import SimpleNamespace
 

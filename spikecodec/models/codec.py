@@ -196,6 +196,15 @@ class FeatureCodecConfig:
     # GaussianConditional) or "laplace" (LaplaceConditional: heavier tails; the residuals of the
     # blocks' means have outliers a Gaussian of the predicted scale prices at 16 bits or more)
     likelihood: str = "gaussian"
+    # a P frame that follows a P frame codes its hyper-latent z as differences from that frame's z
+    # symbols, one discrete distribution (of the y table, zero mean) per quality and channel: z
+    # repeats in time (benchmarks/codec_z_in_time.py). Fitted by scripts/codec_temporal_z.py
+    temporal_z: bool = False
+    # with temporal_z, the encoder keeps the previous P frame's z symbol wherever z lies within
+    # 0.5 + z_hysteresis of it: z flickers between neighbouring integers from frame to frame, and
+    # each flicker costs bits while z only steers y's probabilities (an encoder choice; decoders
+    # do not read it)
+    z_hysteresis: float = 0.0
     scale_min: float = 0.11
     scale_max: float = 256.0
     scale_levels: int = 64
@@ -243,6 +252,11 @@ class FeatureCodecConfig:
                                  "starts as the reference itself)")
         if self.likelihood not in ("gaussian", "laplace"):
             raise ValueError(f"codec likelihood must be 'gaussian' or 'laplace', got {self.likelihood!r}")
+        if not isinstance(self.temporal_z, bool):
+            raise ValueError(f"codec temporal_z must be true or false, got {self.temporal_z!r}")
+        if isinstance(self.z_hysteresis, bool) or not isinstance(self.z_hysteresis, (int, float)) or not (
+                0.0 <= self.z_hysteresis < 1.0):
+            raise ValueError(f"codec z_hysteresis must be a number in [0, 1), got {self.z_hysteresis!r}")
         if not isinstance(self.hyperprior_per_quality, bool):
             raise ValueError(f"codec hyperprior_per_quality must be true or false, got {self.hyperprior_per_quality!r}")
         if len(self.widths) != 3 or any(not isinstance(w, int) or w < 1 for w in self.widths):
@@ -313,10 +327,12 @@ class ReferenceState:
 
     feature: Tensor  # decoded F_{t-1}, (B, C, H_pad, W_pad)
     size: tuple[int, int]
+    # z symbols of F_{t-1} when it was a coded P frame (config temporal_z codes z against them)
+    z_symbols: Tensor | None = None
 
     def detach(self) -> "ReferenceState":
         """A copy cut from the autograd graph (to bound back-propagation through a GOP)."""
-        return ReferenceState(self.feature.detach(), self.size)
+        return ReferenceState(self.feature.detach(), self.size, self.z_symbols)
 
     @property
     def cropped(self) -> Tensor:
@@ -724,6 +740,15 @@ def _gather_by_quality(outputs: list[tuple[Tensor | None, Tensor, Tensor]], batc
     return symbols, z_hat
 
 
+def _dequantize_z(priors: nn.Module, symbols: Tensor, quality: Tensor) -> Tensor:
+    """z^ of int32 ``symbols`` (rounded around each quality's medians)."""
+    outputs = []
+    for eb, items in _by_quality(priors, quality):
+        part = symbols if items is None else symbols[items]
+        outputs.append((items, part, eb.dequantize(part, _medians(eb, part.shape[0]))))
+    return _gather_by_quality(outputs, symbols.shape[0])[1]
+
+
 def _decode_z(priors: nn.Module, strings: list[bytes], size: Sequence[int], quality: Tensor) -> tuple[Tensor, Tensor]:
     outputs = []
     for eb, items in _by_quality(priors, quality):
@@ -814,12 +839,9 @@ def _encode_y(gc: GaussianConditional, y: Tensor, indexes: Tensor,
 def _zero_z(priors: nn.Module, batch: int, size: Sequence[int], quality: Tensor) -> tuple[Tensor, Tensor]:
     """(symbols, z^) of a hyper-latent whose symbols are all zero (z^ = the medians), as
     :func:`_decode_z` would decode them."""
-    outputs = []
-    for eb, items in _by_quality(priors, quality):
-        count = batch if items is None else len(items)
-        symbols = torch.zeros((count, eb.channels, int(size[0]), int(size[1])), dtype=torch.int32)
-        outputs.append((items, symbols, eb.dequantize(symbols, _medians(eb, count))))
-    return _gather_by_quality(outputs, batch)
+    channels = (priors if isinstance(priors, EntropyBottleneck) else priors[0]).channels
+    symbols = torch.zeros((batch, channels, int(size[0]), int(size[1])), dtype=torch.int32)
+    return symbols, _dequantize_z(priors, symbols, quality)
 
 
 def _decode_y(gc: GaussianConditional, strings: list[bytes], indexes: Tensor, means: Tensor) -> tuple[Tensor, Tensor]:
@@ -988,6 +1010,11 @@ class InterCodec(nn.Module):
         self.entropy_bottleneck = _z_priors(n, c)
         self.gaussian_conditional = _conditional(c)
         self.quality = QualityScales(c.qualities, m, c.quality_steps)
+        if c.temporal_z:
+            # scale-table index of each quality's and channel's z difference (fitted, not learnt by
+            # gradient); the start, ~scale 1, is a placeholder
+            start = round(math.log(1.0 / c.scale_min) / c.scale_log_step)
+            self.register_buffer("temporal_z_index", torch.full((c.qualities, n), start, dtype=torch.int32))
         if c.transform == "block":
             # start as residual coding without motion: context = reference, zero motion, zero means
             with torch.no_grad():
@@ -1036,6 +1063,31 @@ class InterCodec(nn.Module):
         hidden = exact_to_real(hidden, self.hyper_synthesis.activation_bits)
         return indexes, _clamp_means(self.entropy_fusion(torch.cat([hidden, prior], dim=1)))
 
+    def _temporal_z_indexes(self, quality: Tensor, shape: Sequence[int]) -> Tensor:
+        return self.temporal_z_index[quality].view(shape[0], shape[1], 1, 1).expand(*shape).contiguous()
+
+    def _encode_z_in_time(self, z: Tensor, quality: Tensor,
+                          previous: Tensor) -> tuple[list[bytes], Tensor, Tensor, Tensor]:
+        """:func:`_encode_z` coding the symbols' differences from ``previous`` (the last P frame's)."""
+        centred = z - self._z_medians(quality)
+        symbols = torch.round(centred).to(torch.int32)  # as EntropyBottleneck rounds them
+        keep = (centred - previous).abs() < 0.5 + self.config.z_hysteresis
+        symbols = torch.where(keep, previous, symbols)
+        indexes = self._temporal_z_indexes(quality, symbols.shape)
+        strings, _, _, likelihoods = _encode_y(self.gaussian_conditional, symbols.float(), indexes, previous.float())
+        return strings, symbols, _dequantize_z(self.entropy_bottleneck, symbols, quality), likelihoods
+
+    def _decode_z_in_time(self, strings: list[bytes], quality: Tensor, previous: Tensor) -> tuple[Tensor, Tensor]:
+        indexes = self._temporal_z_indexes(quality, previous.shape)
+        symbols = self.gaussian_conditional.decompress(list(strings), indexes, torch.int32) + previous
+        return symbols, _dequantize_z(self.entropy_bottleneck, symbols, quality)
+
+    def _z_medians(self, quality: Tensor) -> Tensor:
+        priors = self.entropy_bottleneck
+        if isinstance(priors, EntropyBottleneck):
+            return _medians(priors, quality.shape[0])
+        return torch.cat([_medians(priors[q], 1) for q in quality.tolist()])
+
     # --- the three entry points
 
     def forward(self, xp: Tensor, quality: Tensor, reference: Tensor) -> dict[str, Any]:
@@ -1062,7 +1114,9 @@ class InterCodec(nn.Module):
         likelihoods = {"motion_z": mz_likelihoods, "motion_y": my_likelihoods, "z": z_likelihoods, "y": y_likelihoods}
         return {"x_hat": x_hat, "likelihoods": likelihoods, "motion": motion}
 
-    def compress(self, xp: Tensor, quality: Tensor, reference: Tensor) -> dict[str, Any]:
+    def compress(self, xp: Tensor, quality: Tensor, reference: Tensor,
+                 previous_z: Tensor | None = None) -> dict[str, Any]:
+        """``previous_z``: the last P frame's z symbols, to code z against (config temporal_z)."""
         flow = self.motion_estimation(xp, reference)
         my = self.motion_latent(flow, quality)
         mz_strings, mz_symbols, mz_hat, mz_likelihoods = _encode_z(
@@ -1075,8 +1129,11 @@ class InterCodec(nn.Module):
         context = self.motion_compensation(reference, motion)
         prior = self.temporal_prior(context)
         y = self.contextual_encoder(torch.cat([xp, context], dim=1)) / self.quality.enc(quality)
-        z_strings, z_symbols, z_hat, z_likelihoods = _encode_z(
-            self.entropy_bottleneck, self.hyper_analysis(torch.cat([y, prior], 1)), quality)
+        z = self.hyper_analysis(torch.cat([y, prior], 1))
+        if previous_z is None:
+            z_strings, z_symbols, z_hat, z_likelihoods = _encode_z(self.entropy_bottleneck, z, quality)
+        else:
+            z_strings, z_symbols, z_hat, z_likelihoods = self._encode_z_in_time(z, quality, previous_z)
         indexes, means = self._y_params(z_hat, prior, quality)
         y_strings, y_symbols, y_hat, y_likelihoods = _encode_y(self.gaussian_conditional, y, indexes, means)
         x_hat = self.contextual_decoder(y_hat * self.quality.dec(quality), context)
@@ -1089,7 +1146,7 @@ class InterCodec(nn.Module):
         }
 
     def decompress(self, strings: dict[str, list[bytes]], sizes: dict[str, tuple[int, int]], quality: Tensor,
-                   reference: Tensor) -> dict[str, Any]:
+                   reference: Tensor, previous_z: Tensor | None = None) -> dict[str, Any]:
         if "motion_z" in strings:
             mz_symbols, mz_hat = _decode_z(
                 self.motion_entropy_bottleneck, strings["motion_z"], sizes["motion_z"], quality)
@@ -1104,7 +1161,10 @@ class InterCodec(nn.Module):
         motion = self.decode_motion(my_hat, quality, sizes["padded"])
         context = self.motion_compensation(reference, motion)
         prior = self.temporal_prior(context)
-        z_symbols, z_hat = _decode_z(self.entropy_bottleneck, strings["z"], sizes["z"], quality)
+        if previous_z is None:
+            z_symbols, z_hat = _decode_z(self.entropy_bottleneck, strings["z"], sizes["z"], quality)
+        else:
+            z_symbols, z_hat = self._decode_z_in_time(strings["z"], quality, previous_z)
         indexes, means = self._y_params(z_hat, prior, quality)
         y_symbols, y_hat = _decode_y(self.gaussian_conditional, strings["y"], indexes, means)
         x_hat = self.contextual_decoder(y_hat * self.quality.dec(quality), context)
@@ -1294,6 +1354,16 @@ class FeatureCodec(CompressionModel):
                 f"reference feature {tuple(reference.feature.shape)} of size {tuple(reference.size)} does not "
                 f"match the frame (expected {expected} of size {tuple(size)})"
             )
+        if reference.z_symbols is not None:
+            expected = (batch, self.config.hyper_channels) + latent_sizes(*size, self.config.latent_stride)["z"]
+            if tuple(reference.z_symbols.shape) != expected:
+                raise ValueError(f"reference z symbols {tuple(reference.z_symbols.shape)} do not match the "
+                                 f"frame (expected {expected})")
+
+    def _previous_z(self, reference: ReferenceState) -> Tensor | None:
+        """What a P frame's z is coded against: the reference's z symbols when the reference was a
+        P frame and the config codes z in time; otherwise None (the factorized prior)."""
+        return reference.z_symbols if self.config.temporal_z else None
 
     # --- entry points
 
@@ -1333,7 +1403,7 @@ class FeatureCodec(CompressionModel):
             shapes = {"x": size, "z": sizes["z"]}
         else:
             self._check_reference(reference, x.shape[0], sizes["padded"], size)
-            frame_type, out = "P", self.inter.compress(xp, q, reference.feature)
+            frame_type, out = "P", self.inter.compress(xp, q, reference.feature, self._previous_z(reference))
             shapes = {"x": size, "motion_z": sizes["motion_z"], "z": sizes["z"]}
         order = LATENT_NAMES[frame_type]
         if frame_type == "P" and not any(bool(out["latents"][name].any()) for name in MOTION_NAMES):
@@ -1346,7 +1416,7 @@ class FeatureCodec(CompressionModel):
             # of the symbols coded, under the coder's own parameters: the payload's entropy estimate
             "likelihoods": {name: out["likelihoods"][name] for name in order},
             "x_hat": self._denormalise(out["x_hat"][..., : size[0], : size[1]]),
-            "state": ReferenceState(out["x_hat"], size),
+            "state": ReferenceState(out["x_hat"], size, out["latents"]["z"] if frame_type == "P" else None),
         }
 
     @torch.no_grad()
@@ -1391,14 +1461,14 @@ class FeatureCodec(CompressionModel):
             motion = refined = None
         else:
             self._check_reference(reference, batch, sizes["padded"], size)
-            out = self.inter.decompress(strings, sizes, q, reference.feature)
+            out = self.inter.decompress(strings, sizes, q, reference.feature, self._previous_z(reference))
             refined = self.fmvr(out["motion"], out["x_hat"], reference.feature)
             motion, refined = out["motion"][..., :height, :width], refined[..., :height, :width]
         return {
             "frame_type": frame_type,
             "x_hat": self._denormalise(out["x_hat"][..., :height, :width]),
             "latents": {name: out["latents"][name] for name in names},
-            "state": ReferenceState(out["x_hat"], size),
+            "state": ReferenceState(out["x_hat"], size, out["latents"]["z"] if frame_type == "P" else None),
             "motion": motion, "motion_refined": refined,
         }
 
@@ -1460,6 +1530,46 @@ def with_laplace_likelihood(codec: FeatureCodec) -> FeatureCodec:
             quality.scale_offset += k + math.log(math.sqrt(0.5)) / step
     converted.update(force=True)
     return converted
+
+
+def with_temporal_z(codec: FeatureCodec, hysteresis: float = 0.0) -> FeatureCodec:
+    """A copy of ``codec`` with ``temporal_z`` and ``z_hysteresis``: a P frame that follows a P
+    frame codes its z symbols as differences from that frame's, under the y conditional's table
+    with zero mean, one table scale per quality and channel (placeholders until
+    :func:`fit_temporal_z`). Without hysteresis nothing decoded changes."""
+    if codec.config.temporal_z:
+        raise ValueError("the codec already codes z in time")
+    config = dataclasses.replace(codec.config, temporal_z=True, z_hysteresis=float(hysteresis))
+    converted = FeatureCodec(config).to(next(codec.parameters()).device)
+    state = converted.state_dict()
+    state.update(codec.state_dict())
+    converted.load_state_dict(state)
+    return converted
+
+
+def fit_temporal_z(codec: FeatureCodec, differences: Sequence[Tensor]) -> None:
+    """Set the table scales of a ``temporal_z`` codec's z differences, in place.
+
+    ``differences[q]``: integer z-symbol differences (N, hyper_channels, H, W) of consecutive P
+    frames at quality q, from training streams this codec coded (with its hysteresis). Each scale
+    is the table's that codes them in the fewest bits, the probabilities floored at 2^-16 as in the
+    16-bit rANS tables."""
+    config = codec.config
+    if not config.temporal_z:
+        raise ValueError("only a codec with temporal_z has scales of z differences to fit")
+    if len(differences) != config.qualities:
+        raise ValueError(f"need z differences for each of the {config.qualities} qualities, got {len(differences)}")
+    gc, table = codec.inter.gaussian_conditional, codec.scale_table().reshape(-1, 1)
+    with torch.no_grad():
+        for quality, values in enumerate(differences):
+            if values.dim() != 4 or values.shape[1] != config.hyper_channels or values.is_floating_point():
+                raise ValueError(f"z differences of quality {quality} must be integer (N, {config.hyper_channels}, "
+                                 f"H, W), got {values.dtype} {tuple(values.shape)}")
+            for channel in range(config.hyper_channels):
+                levels, counts = torch.unique(values[:, channel], return_counts=True)
+                pmf = gc._likelihood(levels.float().expand(len(table), -1), table)
+                bits = -(counts * torch.log2(pmf.clamp_min(2.0**-16))).sum(dim=1)
+                codec.inter.temporal_z_index[quality, channel] = int(torch.argmin(bits))
 
 
 # -------------------------------------------------------------------------------------- cost
@@ -1552,7 +1662,7 @@ def codec_cost(codec: FeatureCodec, height: int = 250, width: int = 400, gop: in
 __all__ = [
     "ExactConv2d", "ExactHyperSynthesis", "FMVR", "FRAME_TYPES", "FeatureCodec", "FeatureCodecConfig",
     "BlockAnalysis", "BlockSynthesis", "IntraCodec", "InterCodec", "LaplaceConditional", "ListedConditional",
-    "dct_basis", "laplace_config", "with_laplace_likelihood", "LATENT_NAMES", "MOTIONLESS_P_NAMES", "PAD_MULTIPLE", "QualityScales", "ReferenceState",
+    "dct_basis", "laplace_config", "with_laplace_likelihood", "with_temporal_z", "fit_temporal_z", "LATENT_NAMES", "MOTIONLESS_P_NAMES", "PAD_MULTIPLE", "QualityScales", "ReferenceState",
     "TINY_CODEC_CONFIG", "codec_cost", "exact_to_real", "geometric_lambdas", "latent_sizes",
     "likelihood_bits", "pad_features", "padded_size", "scale_indexes", "scales_from_code", "string_bits",
 ]

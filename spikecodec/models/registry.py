@@ -109,6 +109,8 @@ CODEC_V2 = FeatureCodecConfig(
 )
 # sci-codec-v3: sci-codec-v2's transforms with Laplace distributions of y (its scale table grown downwards)
 CODEC_V3 = laplace_config(CODEC_V2)
+# sci-codec-v4: sci-codec-v3 whose P frames code z against the previous P frame's z
+CODEC_V4 = dataclasses.replace(CODEC_V3, temporal_z=True, z_hysteresis=0.35)
 BASELINE_CNN = PlainCNNConfig()  # 41 frames, width 56, 6 layers: ~134k parameters, like SCI's ~138k
 
 # one weights file, two registry entries: sci-codec-v3 streams decode to sci-codec-v2's features
@@ -194,6 +196,13 @@ _SPECS = [
     dataclasses.replace(CLASSIFIER_V2, model_id="sci-codec-v3-mnist", base="sci-codec-v3",
                         description="sci-codec-v2-mnist's weights for sci-codec-v3 streams (which decode to the "
                                     "features sci-codec-v2 streams decode to)"),
+    ModelSpec("sci-codec-v4", "codec", CODEC_V4.to_dict(), base="sci-small-v1", analysis="sci-small-v1-recon",
+              weights="sci-codec-v4.safetensors", sha256="b6c2a9cfa3c74744f4e80ce0555849a43a55af8e1dfa62008177e66a5efddbe7",
+              description="sci-codec-v3 whose P frames after a P frame code z as differences from that frame's z "
+                          "symbols (one Laplace per quality and channel, fitted on S-Motion train streams; the "
+                          "encoder keeps a z symbol within 0.85 of its value)"),
+    dataclasses.replace(CLASSIFIER_V2, model_id="sci-codec-v4-mnist", base="sci-codec-v4",
+                        description="sci-codec-v2-mnist's weights for sci-codec-v4 streams"),
     ModelSpec("cnn-baseline-v1", "plain-cnn", BASELINE_CNN.to_dict(), weights="cnn-baseline-v1.safetensors",
               sha256="36b6a05c3d12d4f45d4d032cd4eb5c7dc47d08f1718eae078ae0116439824f46",
               description="plain CNN on 41 raw spike frames (benchmark baseline)"),

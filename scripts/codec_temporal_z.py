@@ -1,0 +1,101 @@
+"""Write a copy of a registered codec whose P frames code z against the previous P frame's z.
+
+    python scripts/codec_temporal_z.py sci-codec-v3 --hysteresis 0.25 --data data/smotion_train.h5 -o runs/tz/codec.safetensors
+
+The copy (:func:`spikecodec.models.codec.with_temporal_z`) codes every sequence of ``--data``
+(spike moments ``--stride`` apart, one I frame then P frames, as ``spikecodec encode`` does with
+the default GOP) at every quality; the differences of the z symbols of consecutive P frames set
+one table scale per quality and channel (:func:`spikecodec.models.codec.fit_temporal_z`; the
+symbols do not depend on those scales). It prints the z bytes per moment of the original codec
+and of the copy (estimated) on those sequences, and writes them beside the output as
+``<output>.log.jsonl``. docs/TRAINING.md says why. The output is registered like any trained
+codec file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("codec", help="registry id of a codec")
+    parser.add_argument("--data", required=True, help="S-Motion .h5 to fit on (a training split)")
+    parser.add_argument("--stride", type=int, default=None, help="spike frames between moments (default: encode's)")
+    parser.add_argument("--hysteresis", type=float, default=0.0,
+                        help="z_hysteresis of the copy: keep the previous z symbol within 0.5 + this")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="codec .safetensors to write")
+    args = parser.parse_args()
+
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from spikecodec import DEFAULT_STRIDE
+    from spikecodec.codec import CodecError, load_end_side
+    from spikecodec.evaluation import iter_items
+    from spikecodec.models.codec import fit_temporal_z, with_temporal_z
+    from spikecodec.models.fem import extract_features
+    from spikecodec.models.registry import ModelNotFoundError, get_spec
+    from spikecodec.models.weights_io import save_weights
+
+    stride = args.stride or DEFAULT_STRIDE
+    try:
+        end = load_end_side(args.codec)
+        items = list(iter_items([args.data]))
+    except (ModelNotFoundError, CodecError, ValueError, OSError) as error:
+        raise SystemExit(f"codec_temporal_z: {error}") from None
+    original = end.codec.eval()
+    try:
+        codec = with_temporal_z(original, args.hysteresis).eval()
+    except ValueError as error:
+        raise SystemExit(f"codec_temporal_z: {error}") from None
+    qualities = codec.config.qualities
+    differences: list[list[torch.Tensor]] = [[] for _ in range(qualities)]
+    factorized_bits = [0] * qualities
+    for item in tqdm(items, desc="coding", unit="sequence"):
+        moments = np.arange(39, item.spikes.shape[0] - stride, stride)
+        features = list(extract_features(end.fem, item.spikes, moments))
+        for quality in range(qualities):
+            state = original_state = previous = None
+            with torch.no_grad():
+                for feature in features:
+                    out = codec.compress(feature[None], quality, state)
+                    before = original.compress(feature[None], quality, original_state)
+                    state, original_state = out["state"], before["state"]
+                    if out["frame_type"] != "P":
+                        continue
+                    if previous is not None:
+                        differences[quality].append(out["latents"]["z"] - previous)
+                        factorized_bits[quality] += 8 * len(before["strings"]["z"][0])
+                    previous = out["latents"]["z"]
+    if not differences[0]:
+        raise SystemExit("codec_temporal_z: no two consecutive P frames in the data (sequences too short)")
+    stacked = [torch.cat(values) for values in differences]
+    fit_temporal_z(codec, stacked)
+    gc, table = codec.inter.gaussian_conditional, codec.scale_table()
+    records = [{"command": "scripts/codec_temporal_z.py", "codec": args.codec, "data": args.data,
+                "sequences": len(items), "stride": stride, "hysteresis": args.hysteresis}]
+    for quality, values in enumerate(stacked):
+        scales = table[codec.inter.temporal_z_index[quality].long()].view(1, -1, 1, 1).expand_as(values)
+        estimate = float(-torch.log2(gc._likelihood(values.float(), scales).clamp_min(2.0**-16)).sum())
+        frames = values.shape[0]
+        print(f"quality {quality}: {frames} P frames after a P frame; z {factorized_bits[quality] / frames / 8:.0f} "
+              f"B/moment coded by {args.codec}, {estimate / frames / 8:.0f} B/moment estimated in time; "
+              f"{float((values == 0).double().mean()):.1%} of the differences are zero")
+        records.append({"quality": quality, "frames": frames, "z_bytes_per_moment_before": factorized_bits[quality] / frames / 8,
+                        "z_bytes_per_moment_estimated": estimate / frames / 8,
+                        "zero_differences": float((values == 0).double().mean()),
+                        "scale_indexes": codec.inter.temporal_z_index[quality].tolist()})
+    fem_config = json.dumps(get_spec(get_spec(args.codec).base).config, sort_keys=True)
+    digest = save_weights(codec.state_dict(), args.output, "codec", codec.config.to_dict(),
+                          extra={"fem_config": fem_config})
+    log = args.output.with_suffix(".log.jsonl")
+    log.write_text("".join(json.dumps(record) + "\n" for record in records))
+    print(f"{args.output}: sha256 {digest}; log {log}")
+
+
+if __name__ == "__main__":
+    main()
