@@ -1,13 +1,14 @@
 """How much a P frame's hyper-latent z repeats the previous P frame's, and what coding it against
-that would cost: the measurement behind the next codec step in docs/TRAINING.md.
+that would cost: the measurement behind `sci-codec-v4` (docs/TRAINING.md), which codes z so.
 
     python benchmarks/codec_z_in_time.py [CODEC] [--data data/smotion_test.h5] [--sequences 0,1,2]
 
 CODEC: a registry id (default: the shipped codec). Every moment (20 spike frames apart) of each
 sequence, one GOP, coded with ``compress`` at qualities 0 and 2. For the P frames after the first,
-it prints what their z strings cost now, the share of z symbols equal to the previous P frame's,
-and the code length of the differences under one discrete Laplace per channel fitted to those
-same differences (in-sample, so a bound a temporal model of z could approach, not reach).
+it prints what their z strings cost (coded in time if the codec's config says ``temporal_z``),
+the share of z symbols equal to the previous P frame's, and the code length of the differences
+under one discrete Laplace per channel fitted to those same differences (in-sample, so a bound a
+temporal model of z could approach, not reach).
 """
 
 from __future__ import annotations

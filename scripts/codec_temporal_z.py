@@ -1,6 +1,7 @@
 """Write a copy of a registered codec whose P frames code z against the previous P frame's z.
 
-    python scripts/codec_temporal_z.py sci-codec-v3 --hysteresis 0.25 --data data/smotion_train.h5 -o runs/tz/codec.safetensors
+    python scripts/codec_temporal_z.py sci-codec-v3 --hysteresis 0.35 --data data/smotion_train.h5 \
+        -o runs/tz/codec.safetensors
 
 The copy (:func:`spikecodec.models.codec.with_temporal_z`) codes every sequence of ``--data``
 (spike moments ``--stride`` apart, one I frame then P frames, as ``spikecodec encode`` does with
@@ -35,7 +36,7 @@ def main() -> None:
 
     from spikecodec import DEFAULT_STRIDE
     from spikecodec.codec import CodecError, load_end_side
-    from spikecodec.evaluation import iter_items
+    from spikecodec.evaluation import InputFailure, iter_items
     from spikecodec.models.codec import fit_temporal_z, with_temporal_z
     from spikecodec.models.fem import extract_features
     from spikecodec.models.registry import ModelNotFoundError, get_spec
@@ -47,6 +48,10 @@ def main() -> None:
         items = list(iter_items([args.data]))
     except (ModelNotFoundError, CodecError, ValueError, OSError) as error:
         raise SystemExit(f"codec_temporal_z: {error}") from None
+    failed = [item for item in items if isinstance(item, InputFailure)]
+    if failed or not items:
+        raise SystemExit(f"codec_temporal_z: {failed[0].name}: {failed[0].error}" if failed
+                         else f"codec_temporal_z: {args.data} holds no sequence")
     original = end.codec.eval()
     try:
         codec = with_temporal_z(original, args.hysteresis).eval()
@@ -85,7 +90,8 @@ def main() -> None:
         print(f"quality {quality}: {frames} P frames after a P frame; z {factorized_bits[quality] / frames / 8:.0f} "
               f"B/moment coded by {args.codec}, {estimate / frames / 8:.0f} B/moment estimated in time; "
               f"{float((values == 0).double().mean()):.1%} of the differences are zero")
-        records.append({"quality": quality, "frames": frames, "z_bytes_per_moment_before": factorized_bits[quality] / frames / 8,
+        records.append({"quality": quality, "frames": frames,
+                        "z_bytes_per_moment_before": factorized_bits[quality] / frames / 8,
                         "z_bytes_per_moment_estimated": estimate / frames / 8,
                         "zero_differences": float((values == 0).double().mean()),
                         "scale_indexes": codec.inter.temporal_z_index[quality].tolist()})

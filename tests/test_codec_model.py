@@ -385,7 +385,8 @@ def z_differences(model: FeatureCodec, frames: list[torch.Tensor]) -> list[torch
 
 
 def test_temporal_z_decodes_the_same_features_and_codes_repeated_z_in_fewer_bits():
-    base = with_laplace_likelihood(build_codec(config=dataclasses.replace(TINY_CODEC_CONFIG, hyperprior_per_quality=True)))
+    per_quality = dataclasses.replace(TINY_CODEC_CONFIG, hyperprior_per_quality=True)
+    base = with_laplace_likelihood(build_codec(config=per_quality))
     # a still scene: z repeats from P frame to P frame, the fitted scales are the table's smallest
     still = [moving_frames(1, 48, 64, seed=3)[0] + 0.01 * k for k in range(5)]
     temporal = with_temporal_z(base).eval()
