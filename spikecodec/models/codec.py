@@ -50,7 +50,11 @@ stages named after the pipeline (:class:`InterCodec`):
 5. *entropy parameters*: a temporal prior computed from the context (at 1/16) is fused with the
    hyper-synthesis features into the means of y; the scales come from the hyperprior (see
    "Determinism"), and the hyper-analysis sees the temporal prior, so ``z`` carries the scale
-   information the context does not give.
+   information the context does not give. With ``temporal_z`` (sci-codec-v4), a P frame that
+   follows a P frame codes its ``z`` symbols as differences from that frame's (carried in the
+   :class:`ReferenceState`), under fixed per-quality, per-channel scales
+   (:func:`fit_temporal_z`); ``z`` repeats in time at 83-99% of positions. ``forward`` (training)
+   still prices ``z`` with the factorized prior.
 
 **FMVR** (:class:`FMVR`, decoder side only) refines the decoded motion with the decoded feature and
 the warped reference by 3x3 convolutions (residual, last layer zero-initialised, so that it starts
