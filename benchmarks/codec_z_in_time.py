@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import math
 
-import numpy as np
 import torch
 
 
@@ -37,6 +36,7 @@ def main() -> None:
     from spikecodec.codec import load_end_side
     from spikecodec.evaluation import iter_items
     from spikecodec.models.fem import extract_features
+    from spikecodec.moments import moments_for
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("codec", nargs="?", default=DEFAULT_CODEC_MODEL)
@@ -49,7 +49,7 @@ def main() -> None:
     wanted = {int(k) for k in args.sequences.split(",")}
     items = [item for index, item in enumerate(iter_items([args.data])) if index in wanted]
     for item in items:
-        moments = np.arange(39, item.spikes.shape[0] - DEFAULT_STRIDE, DEFAULT_STRIDE)
+        moments = moments_for(item.spikes.shape[0], DEFAULT_STRIDE, end.fem.window_before, end.fem.window_after)
         features = list(extract_features(end.fem, item.spikes, moments))
         for quality in (0, 2):
             state, symbols, string_bits = None, [], 0

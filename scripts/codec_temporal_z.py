@@ -30,7 +30,6 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help="codec .safetensors to write")
     args = parser.parse_args()
 
-    import numpy as np
     import torch
     from tqdm import tqdm
 
@@ -41,8 +40,11 @@ def main() -> None:
     from spikecodec.models.fem import extract_features
     from spikecodec.models.registry import ModelNotFoundError, get_spec
     from spikecodec.models.weights_io import save_weights
+    from spikecodec.moments import moments_for
 
-    stride = args.stride or DEFAULT_STRIDE
+    stride = DEFAULT_STRIDE if args.stride is None else args.stride
+    if stride < 1:
+        raise SystemExit(f"codec_temporal_z: --stride must be a positive number of spike frames, got {stride}")
     try:
         end = load_end_side(args.codec)
         items = list(iter_items([args.data]))
@@ -61,7 +63,7 @@ def main() -> None:
     differences: list[list[torch.Tensor]] = [[] for _ in range(qualities)]
     factorized_bits = [0] * qualities
     for item in tqdm(items, desc="coding", unit="sequence"):
-        moments = np.arange(39, item.spikes.shape[0] - stride, stride)
+        moments = moments_for(item.spikes.shape[0], stride, end.fem.window_before, end.fem.window_after)
         features = list(extract_features(end.fem, item.spikes, moments))
         for quality in range(qualities):
             state = original_state = previous = None
@@ -79,13 +81,10 @@ def main() -> None:
     if not differences[0]:
         raise SystemExit("codec_temporal_z: no two consecutive P frames in the data (sequences too short)")
     stacked = [torch.cat(values) for values in differences]
-    fit_temporal_z(codec, stacked)
-    gc, table = codec.inter.gaussian_conditional, codec.scale_table()
+    estimates = fit_temporal_z(codec, stacked)
     records = [{"command": "scripts/codec_temporal_z.py", "codec": args.codec, "data": args.data,
                 "sequences": len(items), "stride": stride, "hysteresis": args.hysteresis}]
-    for quality, values in enumerate(stacked):
-        scales = table[codec.inter.temporal_z_index[quality].long()].view(1, -1, 1, 1).expand_as(values)
-        estimate = float(-torch.log2(gc._likelihood(values.float(), scales).clamp_min(2.0**-16)).sum())
+    for quality, (values, estimate) in enumerate(zip(stacked, estimates)):
         frames = values.shape[0]
         print(f"quality {quality}: {frames} P frames after a P frame; z {factorized_bits[quality] / frames / 8:.0f} "
               f"B/moment coded by {args.codec}, {estimate / frames / 8:.0f} B/moment estimated in time; "

@@ -390,7 +390,13 @@ def test_temporal_z_decodes_the_same_features_and_codes_repeated_z_in_fewer_bits
     # a still scene: z repeats from P frame to P frame, the fitted scales are the table's smallest
     still = [moving_frames(1, 48, 64, seed=3)[0] + 0.01 * k for k in range(5)]
     temporal = with_temporal_z(base).eval()
-    fit_temporal_z(temporal, z_differences(base, still))
+    differences = z_differences(base, still)
+    estimates = fit_temporal_z(temporal, differences)
+    gc, table = temporal.inter.gaussian_conditional, temporal.scale_table()
+    for quality, values in enumerate(differences):  # the returned bits are those of the chosen scales
+        scales = table[temporal.inter.temporal_z_index[quality].long()].view(1, -1, 1, 1).expand_as(values)
+        bits = -torch.log2(gc._likelihood(values.float(), scales).clamp_min(2.0**-16)).sum()
+        assert estimates[quality] == pytest.approx(float(bits), rel=1e-5)
     assert temporal.config.temporal_z and not base.config.temporal_z
     assert all(not bool(d.any()) for d in z_differences(base, still))
     assert int(temporal.inter.temporal_z_index.max()) == 0

@@ -1073,7 +1073,8 @@ class InterCodec(nn.Module):
     def _encode_z_in_time(self, z: Tensor, quality: Tensor,
                           previous: Tensor) -> tuple[list[bytes], Tensor, Tensor, Tensor]:
         """:func:`_encode_z` coding the symbols' differences from ``previous`` (the last P frame's)."""
-        centred = z - self._z_medians(quality)
+        medians = _zero_z(self.entropy_bottleneck, z.shape[0], (1, 1), quality)[1]  # z^ of symbol 0
+        centred = z - medians
         symbols = torch.round(centred).to(torch.int32)  # as EntropyBottleneck rounds them
         keep = (centred - previous).abs() < 0.5 + self.config.z_hysteresis
         symbols = torch.where(keep, previous, symbols)
@@ -1085,12 +1086,6 @@ class InterCodec(nn.Module):
         indexes = self._temporal_z_indexes(quality, previous.shape)
         symbols = self.gaussian_conditional.decompress(list(strings), indexes, torch.int32) + previous
         return symbols, _dequantize_z(self.entropy_bottleneck, symbols, quality)
-
-    def _z_medians(self, quality: Tensor) -> Tensor:
-        priors = self.entropy_bottleneck
-        if isinstance(priors, EntropyBottleneck):
-            return _medians(priors, quality.shape[0])
-        return torch.cat([_medians(priors[q], 1) for q in quality.tolist()])
 
     # --- the three entry points
 
@@ -1551,8 +1546,9 @@ def with_temporal_z(codec: FeatureCodec, hysteresis: float = 0.0) -> FeatureCode
     return converted
 
 
-def fit_temporal_z(codec: FeatureCodec, differences: Sequence[Tensor]) -> None:
-    """Set the table scales of a ``temporal_z`` codec's z differences, in place.
+def fit_temporal_z(codec: FeatureCodec, differences: Sequence[Tensor]) -> list[float]:
+    """Set the table scales of a ``temporal_z`` codec's z differences, in place; returns, per
+    quality, the bits the chosen scales code those differences in.
 
     ``differences[q]``: integer z-symbol differences (N, hyper_channels, H, W) of consecutive P
     frames at quality q, from training streams this codec coded (with its hysteresis). Each scale
@@ -1564,16 +1560,20 @@ def fit_temporal_z(codec: FeatureCodec, differences: Sequence[Tensor]) -> None:
     if len(differences) != config.qualities:
         raise ValueError(f"need z differences for each of the {config.qualities} qualities, got {len(differences)}")
     gc, table = codec.inter.gaussian_conditional, codec.scale_table().reshape(-1, 1)
+    estimates = []
     with torch.no_grad():
         for quality, values in enumerate(differences):
             if values.dim() != 4 or values.shape[1] != config.hyper_channels or values.is_floating_point():
                 raise ValueError(f"z differences of quality {quality} must be integer (N, {config.hyper_channels}, "
                                  f"H, W), got {values.dtype} {tuple(values.shape)}")
+            estimates.append(0.0)
             for channel in range(config.hyper_channels):
                 levels, counts = torch.unique(values[:, channel], return_counts=True)
                 pmf = gc._likelihood(levels.float().expand(len(table), -1), table)
                 bits = -(counts * torch.log2(pmf.clamp_min(2.0**-16))).sum(dim=1)
                 codec.inter.temporal_z_index[quality, channel] = int(torch.argmin(bits))
+                estimates[-1] += float(bits.min())
+    return estimates
 
 
 # -------------------------------------------------------------------------------------- cost
