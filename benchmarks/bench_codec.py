@@ -1,7 +1,8 @@
 """The feature codec on the S-Motion test split: rate-distortion, bits, ablations, speed, memory.
 
     python benchmarks/bench_codec.py rd --results runs/eval/results.json [--write-docs]
-    python benchmarks/bench_codec.py bits [--data data/smotion_test.h5] [--c1 runs/c1,OTHER.safetensors] [--compare sci-codec-v1] [--write-docs]
+    python benchmarks/bench_codec.py bits [--data data/smotion_test.h5] [--c1 runs/c1,OTHER.safetensors] [--compare sci-codec-v1]
+        [--analysis sci-small-v1-recon] [--write-docs]
     python benchmarks/bench_codec.py speed [--frames 2000] [--baseline sci-codec-v1] [--write-docs]
     python benchmarks/bench_codec.py memory [--gib 2.0] [--write-docs]
 
@@ -13,9 +14,10 @@
   streams against their entropy estimate (the likelihoods of the coded symbols under the coder's
   own integer-path scales and means, as ``FeatureCodec.compress`` reports them), the container overhead as a share
   of the file, and the ablations: the shipped streams decoded with the other motion input (AFR
-  reading the FMVR-refined decoded motion, or estimating motion itself), earlier registered codecs
-  (``--compare``) and unregistered codec weights (e.g. stage-c1 outputs) with the stage-(b) analysis
-  (``--c1``) (section ``codec-bits``);
+  reading the FMVR-refined decoded motion, or estimating motion itself), the shipped streams
+  decoded by other reconstructors (``--analysis``: the stage-(b) analysis, i.e. before stage c2),
+  earlier registered codecs (``--compare``) and unregistered codec weights (e.g. stage-c1 outputs)
+  with the stage-(b) analysis (``--c1``) (section ``codec-bits``);
 - ``speed``: encoder and decoder throughput at 250x400 with default settings (file I/O included,
   medians), the encoder of ``--baseline`` timed in the same run (the machine is shared: compare
   ratios, not runs), MACs per moment of each side, and where one more encode spends its time
@@ -231,7 +233,7 @@ def _estimated_payload_bits(fem, codec, spikes: np.ndarray, moments: np.ndarray,
     return bits, floored
 
 
-def bits(data: Path, c1: list[Path], compare: list[str], per_bin: int) -> tuple[dict, str]:
+def bits(data: Path, c1: list[Path], compare: list[str], per_bin: int, analyses: list[str]) -> tuple[dict, str]:
     from spikecodec.anchors import score_frames
     from spikecodec.codec import EndSide, decode_stream, encode_reader, load_end_side, reads_decoded_motion
     from spikecodec.evaluation import iter_items
@@ -269,6 +271,8 @@ def bits(data: Path, c1: list[Path], compare: list[str], per_bin: int) -> tuple[
                     if name == "shipped":
                         decoded_motion = reads_decoded_motion(encoded.header, None)
                         decodes["other motion"] = decode_stream(path, refined_motion=not decoded_motion)
+                        for analysis_id in analyses:
+                            decodes[f"analysis {analysis_id}"] = decode_stream(path, analysis=analysis_id)
                     for label, decoded in decodes.items():
                         keep = [k for k, t in enumerate(decoded.moments) if int(t) in lookup]
                         truth = item.gt[[lookup[int(decoded.moments[k])] for k in keep]].astype(np.float32) / 255.0
@@ -305,9 +309,10 @@ def bits(data: Path, c1: list[Path], compare: list[str], per_bin: int) -> tuple[
         lines.append(f"| {quality} | {np.mean([e['bpp'] for e in entries]):.5f} | {payload / estimate:.4f} | "
                      f"{payload / floored:.4f} | "
                      f"{(total - payload) / total:.1%} |")
-    labels = ["shipped", "other motion"] + [name for name, *_ in variants[1:]]
-    heads = [f"shipped ({'decoded motion' if decoded_motion else 'AFR motion'})", other] + [
-        f"`{name}`" for name in labels[2:]]
+    labels = ["shipped", "other motion"] + [f"analysis {a}" for a in analyses] + [name for name, *_ in variants[1:]]
+    heads = ([f"shipped ({'decoded motion' if decoded_motion else 'AFR motion'})", other]
+             + [f"shipped streams decoded by `{a}`" for a in analyses]
+             + [f"`{name}`" for name, *_ in variants[1:]])
     lines += ["", "Ablations and earlier codecs, same sequences (PSNR dB / bpp, mean over sequences):", "",
               "| quality | " + " | ".join(heads) + " |", "| --- " * (len(heads) + 1) + "|"]
     for quality in sorted(rows["shipped"]):
@@ -491,6 +496,9 @@ def main() -> None:
                         help="bits: codec weights files (comma-separated; e.g. stage-c1 outputs), each decoded by the "
                              "stage-b analysis ('' for none; default: sci-codec-v1 before c2)")
     parser.add_argument("--compare", default="sci-codec-v1", help="bits: registered codecs beside the shipped one")
+    parser.add_argument("--analysis", default="sci-small-v1-recon",
+                        help="bits: reconstructors that also decode the shipped streams (comma-separated; default: "
+                             "the stage-b analysis, the shipped codec before stage c2)")
     parser.add_argument("--per-bin", type=int, default=1, help="bits: sequences per speed bin")
     parser.add_argument("--frames", type=int, default=2000, help="speed: spike frames of the test stream")
     parser.add_argument("--baseline", default="sci-codec-v1",
@@ -505,7 +513,8 @@ def main() -> None:
     elif args.part == "bits":
         ensure_test_split(args.data, seed=0)  # the seed of the committed S-Motion test split
         report, text = bits(args.data, [Path(c) for c in args.c1.split(",") if c],
-                            [c for c in args.compare.split(",") if c], args.per_bin)
+                            [c for c in args.compare.split(",") if c], args.per_bin,
+                            [a for a in args.analysis.split(",") if a])
     elif args.part == "speed":
         report, text = speed(args.frames, args.repeats, args.threads, args.baseline or None)
     else:

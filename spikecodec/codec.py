@@ -282,6 +282,16 @@ def _decoded_features(codec: Any, header: Any, frames: Iterator[Any], hasher: An
         yield frame.moment_index, out["x_hat"], out["motion_refined"]
 
 
+def decoded_features(input: str | os.PathLike, codec: Any) -> Iterator[tuple[int, Any]]:
+    """(moment index, decoded feature (1, C, H, W)) of every moment of a ``.sci`` file, in stream
+    order, decoded by the loaded ``codec`` exactly as ``decode`` does (stage c2 trains on them)."""
+    from spikecodec.bitstream import SciReader
+
+    with torch.no_grad(), SciReader(input) as reader:
+        for index, feature, _ in _decoded_features(codec, reader.header, reader.frames(), None):
+            yield index, feature
+
+
 def neighbourhoods(decoded: Iterator[tuple[int, Any, Any]], count: int) -> Iterator[tuple[Any, Any, Any]]:
     """(previous, current, next) decoded items of each moment, as soon as the next one is decoded.
 

@@ -285,3 +285,21 @@ def test_reconstructor_reads_decoded_motion_only_if_trained_on_it():
     assert not reads_decoded_motion(v1, "sci-small-v1-recon")  # stage b: AFR estimates motion itself
     with pytest.raises(CodecError, match="does not analyse"):
         reads_decoded_motion(v1, "sci-tiny-test-recon")
+
+
+def test_decoded_features_are_what_decode_analyses(stream):
+    """decoded_features (stage c2's training data) yields every moment's decoded feature in stream
+    order; analysing each with its neighbours, a stream's ends standing in for the missing one,
+    gives decode's frames."""
+    from spikecodec.codec import decoded_features, load_cloud_side, reads_decoded_motion
+
+    folder, result = stream
+    codec, analyser = load_cloud_side(result.header, None)
+    assert not reads_decoded_motion(result.header, None)  # AFR estimates motion itself, as c2 trains it
+    features = [feature for _, feature in decoded_features(folder / "s.sci", codec)]
+    assert [index for index, _ in decoded_features(folder / "s.sci", codec)] == list(range(18))
+    decoded = decode_stream(folder / "s.sci")
+    for index in (0, 7, 17):
+        previous, following = max(index - 1, 0), min(index + 1, 17)
+        image = analyser.analyze(features[previous], features[index], features[following])["image"]
+        np.testing.assert_array_equal(image[0, 0].clamp(0.0, 1.0).detach().numpy(), decoded.frames[index])

@@ -1,0 +1,83 @@
+"""The training scripts under scripts/, run as a user runs them, on tiny models and data."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = "sci-tiny-test-codec"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def tiny_smotion(tmp_path_factory):
+    """(training, validation) S-Motion files of tiny sequences."""
+    from data_tools.smotion import write_smotion
+
+    folder = tmp_path_factory.mktemp("c2")
+    write_smotion(folder / "train.h5", "train", seed=0, num_sequences=2, height=32, width=48, num_frames=100)
+    write_smotion(folder / "val.h5", "val", seed=0, num_sequences=1, height=32, width=48, num_frames=100)
+    return folder / "train.h5", folder / "val.h5"
+
+
+def test_stage_c2_on_decoded_streams_trains_resumes_and_exports(tiny_smotion, tmp_path):
+    from spikecodec.models.registry import load_model
+    from spikecodec.models.weights_io import load_weights
+
+    script = str(ROOT / "scripts" / "codec_stage_c2.py")
+    train, val = tiny_smotion
+    common = [script, TINY, "--data", str(train), "--val-data", str(val), "--cache-dir", str(tmp_path / "cache"),
+              "--out", str(tmp_path / "run"), "--batch-size", "2", "--crop", "16",
+              "--validate-every", "2", "--checkpoint-every", "2", "--warmup-steps", "1", "--lr", "0.01"]
+    first = _run(*common, "--steps", "3")
+    assert first.returncode == 0, first.stderr
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
+        f"train-{TINY}-stride20-gop32.h5", f"val-{TINY}-stride20-gop32.h5"]  # nothing partial left
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    start = records[0]
+    assert start["analysis_start"] == "sci-tiny-test-recon"
+    assert start["training_sequences"] == 2 and start["validation_sequences"] == 1
+    assert len(start["validation"]["psnr_per_quality"]) == load_model(TINY).config.qualities
+    assert [r["step"] for r in records if "validation" in r] == [0, 2, 3]
+    exported_before = load_weights(tmp_path / "run" / "analysis.safetensors")[0]
+
+    resumed = _run(*common, "--steps", "4")  # continues from the step-3 checkpoint
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed at step 3" in resumed.stdout
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "validation" in r] == [0, 2, 3, 4]
+
+    tensors, metadata = load_weights(tmp_path / "run" / "analysis.safetensors")
+    assert metadata["kind"] == "reconstructor"
+    start_model = load_model("sci-tiny-test-recon")
+    expected = {f"afr.{k}" for k in start_model.afr.state_dict()} | {f"head.{k}" for k in start_model.head.state_dict()}
+    assert set(tensors) == expected
+    changed = [k for k in tensors if not torch.equal(tensors[k], exported_before[k])]
+    assert changed  # step 4 trained the analysis further
+    initial = {f"head.{k}": v for k, v in start_model.head.state_dict().items()}
+    assert any(not torch.equal(tensors[k], v) for k, v in initial.items())
+
+
+def test_stage_c2_refuses_bad_options_and_a_cache_of_other_data(tiny_smotion, tmp_path):
+    script = str(ROOT / "scripts" / "codec_stage_c2.py")
+    train, val = tiny_smotion
+    common = [script, TINY, "--data", str(train), "--val-data", str(val), "--cache-dir", str(tmp_path / "cache"),
+              "--out", str(tmp_path / "run"), "--steps", "1"]
+    made = _run(*common, "--crop", "999")
+    assert made.returncode != 0 and "--crop must be" in made.stderr
+    elsewhere = tmp_path / "moved" / "train.h5"  # same name, other file: its cache is refused
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(train.read_bytes())
+    other = _run(script, TINY, "--data", str(elsewhere), "--val-data", str(val), "--cache-dir", str(tmp_path / "cache"),
+                 "--out", str(tmp_path / "run2"), "--steps", "1", "--crop", "16")
+    assert other.returncode != 0 and "delete it" in other.stderr
+    unknown = _run(script, "no-such-codec", "--data", str(train), "--val-data", str(val),
+                   "--cache-dir", str(tmp_path / "x"), "--out", str(tmp_path / "r"))
+    assert unknown.returncode != 0 and "codec_stage_c2:" in unknown.stderr and "Traceback" not in unknown.stderr
