@@ -196,7 +196,7 @@ _SPECS = [
     dataclasses.replace(CLASSIFIER_V2, model_id="sci-codec-v3-mnist", base="sci-codec-v3",
                         description="sci-codec-v2-mnist's weights for sci-codec-v3 streams (which decode to the "
                                     "features sci-codec-v2 streams decode to)"),
-    ModelSpec("sci-codec-v4", "codec", CODEC_V4.to_dict(), base="sci-small-v1", analysis="sci-codec-v4-recon",
+    ModelSpec("sci-codec-v4", "codec", CODEC_V4.to_dict(), base="sci-small-v1", analysis="sci-small-v1-recon",
               weights="sci-codec-v4.safetensors", sha256="b6c2a9cfa3c74744f4e80ce0555849a43a55af8e1dfa62008177e66a5efddbe7",
               description="sci-codec-v3 whose P frames after a P frame code z as differences from that frame's z "
                           "symbols (one Laplace per quality and channel, fitted on S-Motion train streams; the "
@@ -204,7 +204,8 @@ _SPECS = [
     ModelSpec("sci-codec-v4-recon", "reconstructor", SMALL_SCI.to_dict(), base="sci-small-v1",
               weights="sci-codec-v4-recon.safetensors", sha256="bdd686c9a98be58e2086beac387c2fc14a96502d4a55dc8909195ab15d532910",
               description="sci-small-v1-recon fine-tuned on the features decoded from sci-codec-v4 streams of S-Motion "
-                          "train at every quality, the codec frozen (stage c2 on decoded streams)"),
+                          "train at every quality, the codec frozen (stage c2 on decoded streams); not the default: "
+                          "+0.4 dB at quality 0, -0.4 dB at quality 3 on S-Motion test (docs/TRAINING.md)"),
     dataclasses.replace(CLASSIFIER_V2, model_id="sci-codec-v4-mnist", base="sci-codec-v4",
                         description="sci-codec-v2-mnist's weights for sci-codec-v4 streams"),
     ModelSpec("cnn-baseline-v1", "plain-cnn", BASELINE_CNN.to_dict(), weights="cnn-baseline-v1.safetensors",
