@@ -31,7 +31,6 @@ def build_cache(codec_id: str, data: str, cache: Path, stride: int, gop: int) ->
     """Encode and decode every sequence of ``data`` at every quality into ``cache`` (atomic)."""
     import h5py
     import numpy as np
-    import torch
     from tqdm import tqdm
 
     from spikecodec.codec import decoded_features, encode_reader, load_end_side
@@ -62,9 +61,8 @@ def build_cache(codec_id: str, data: str, cache: Path, stride: int, gop: int) ->
                 path = Path(folder) / "stream.sci"
                 encode_reader(ArrayReader(item.spikes, item.name), path, quality=quality, stride=stride,
                               phase=int(moments[0]), gop=gop, model=end, force=True)
-                with torch.no_grad():
-                    features = [feature[0].half().numpy() for _, feature in decoded_features(path, codec)]
-                group[f"q{quality}"] = np.stack(features)
+                group[f"q{quality}"] = np.stack([feature[0].half().numpy()
+                                                 for _, feature in decoded_features(path, codec)])
     os.replace(partial, cache)
 
 
@@ -74,12 +72,15 @@ def cached(codec_id: str, data: str, cache_dir: Path, stride: int, gop: int) -> 
     import h5py
     import torch
 
+    from spikecodec.models.registry import get_spec
+
     cache = cache_dir / f"{Path(data).stem}-{codec_id}-stride{stride}-gop{gop}.h5"
     if not cache.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
         build_cache(codec_id, data, cache, stride, gop)
     source = h5py.File(cache, "r")  # open for the run: the training reads crops from it
-    wanted = {"codec": codec_id, "stride": stride, "gop": gop, "data": str(data)}
+    wanted = {"codec": codec_id, "codec_sha256": get_spec(codec_id).sha256 or "", "stride": stride, "gop": gop,
+              "data": str(data)}
     found = {key: source.attrs[key] for key in wanted}
     if any(found[key] != value for key, value in wanted.items()):
         raise SystemExit(f"codec_stage_c2: {cache} was made with {found}, not {wanted}; delete it")
@@ -174,22 +175,25 @@ def main() -> None:
     import torch
 
     from spikecodec import DEFAULT_GOP, DEFAULT_STRIDE
+    from spikecodec.codec import CodecError, analysis_spec
     from spikecodec.models.registry import ModelNotFoundError, get_spec, load_model
-    from spikecodec.models.weights_io import load_weights, save_weights
-    from spikecodec.training import image_loss, lr_schedule
+    from spikecodec.models.weights_io import load_state, load_weights, save_weights
+    from spikecodec.training import atomic_write_text, image_loss, lr_schedule, save_analysis, truncate_log
 
     stride = DEFAULT_STRIDE if args.stride is None else args.stride
     gop = DEFAULT_GOP if args.gop is None else args.gop
     if min(stride, gop, args.steps, args.batch_size, 1 if args.val_limit is None else args.val_limit) < 1:
         raise SystemExit("codec_stage_c2: --stride, --gop, --steps, --batch-size and --val-limit must be positive")
     try:
-        spec = get_spec(args.codec)
-        analysis_id = args.analysis or spec.analysis
-        analysis = load_model(analysis_id)
-    except (ModelNotFoundError, ValueError) as error:
+        if get_spec(args.codec).kind != "codec":
+            raise CodecError(f"{args.codec!r} is not a codec")
+        start = analysis_spec(args.codec, args.analysis)
+        analysis = load_model(start.model_id)
+    except (ModelNotFoundError, CodecError, ValueError) as error:
         raise SystemExit(f"codec_stage_c2: {error}") from None
-    if spec.kind != "codec" or get_spec(analysis_id).base != spec.base:
-        raise SystemExit(f"codec_stage_c2: {analysis_id!r} does not analyse {args.codec!r}'s features")
+    if start.decoded_motion:  # this stage trains AFR on its own motion estimate
+        raise SystemExit(f"codec_stage_c2: {start.model_id!r} reads the decoded motion; start from a stage-b analysis")
+    analysis_id = start.model_id
 
     training = cached(args.codec, args.data, args.cache_dir, stride, gop)
     held_out = cached(args.codec, args.val_data, args.cache_dir, stride, gop)[:args.val_limit]
@@ -206,14 +210,12 @@ def main() -> None:
     step = 0
     if state_path.exists():
         state = json.loads(state_path.read_text())
-        tensors, _ = load_weights(args.out / "checkpoint.safetensors")
-        analysis.load_state_dict({k: v for k, v in tensors.items()}, strict=False)
+        load_state(analysis, load_weights(args.out / "checkpoint.safetensors")[0], f"checkpoint {args.out}")
         saved = torch.load(args.out / "optimizer.pt", weights_only=True)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         step = state["step"]
-        kept = [line for line in log_path.read_text().splitlines() if json.loads(line).get("step", 0) <= step]
-        log_path.write_text("".join(line + "\n" for line in kept))
+        truncate_log(log_path, step)
         print(f"resumed at step {step}")
     else:
         record = {"command": "scripts/codec_stage_c2.py", **{k: str(v) if isinstance(v, Path) else v
@@ -228,12 +230,11 @@ def main() -> None:
             handle.write(json.dumps(record) + "\n")
 
     def checkpoint() -> None:
-        weights = {k: v.detach().clone() for k, v in analysis.state_dict().items()}
-        save_weights(weights, args.out / "checkpoint.safetensors", "c2-checkpoint", {}, extra={"step": str(step)})
+        save_weights(analysis.state_dict(), args.out / "checkpoint.safetensors", "c2-checkpoint", {},
+                     extra={"step": str(step)})
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, args.out / "optimizer.pt.tmp")
         os.replace(args.out / "optimizer.pt.tmp", args.out / "optimizer.pt")
-        (args.out / "checkpoint.json.tmp").write_text(json.dumps({"step": step}))
-        os.replace(args.out / "checkpoint.json.tmp", state_path)
+        atomic_write_text(state_path, json.dumps({"step": step}))
 
     started = time.perf_counter()
     while step < args.steps:
@@ -256,9 +257,7 @@ def main() -> None:
             print(f"step {step}: {result}", flush=True)
         if step % args.checkpoint_every == 0 or step == args.steps:
             checkpoint()
-    weights = {f"afr.{k}": v for k, v in analysis.afr.state_dict().items()}
-    weights.update({f"head.{k}": v for k, v in analysis.head.state_dict().items()})
-    digest = save_weights(weights, args.out / "analysis.safetensors", "reconstructor", analysis.config.to_dict())
+    digest = save_analysis(analysis, args.out / "analysis.safetensors")
     print(f"{args.out / 'analysis.safetensors'}: sha256 {digest}")
 
 

@@ -210,19 +210,19 @@ def load_stream_codec(header: Any) -> Any:
     return load_model(header.model_id)
 
 
-def _analysis_spec(header: Any, analysis: str | None) -> Any:
-    """Registry entry of ``analysis`` or of the reconstructor the stream's codec names, checked."""
+def analysis_spec(codec_id: str, analysis: str | None) -> Any:
+    """Registry entry of ``analysis`` or of the reconstructor codec ``codec_id`` names, checked."""
     from spikecodec.models.registry import get_spec
 
-    spec = get_spec(header.model_id)
+    spec = get_spec(codec_id)
     analysis_id = analysis or spec.analysis
     if analysis_id is None:
-        raise CodecError(f"codec {header.model_id!r} names no reconstructor; pass one (--analysis)")
-    analysis_spec = get_spec(analysis_id)
-    if analysis_spec.kind != "reconstructor" or analysis_spec.base != spec.base:
-        raise CodecError(f"{analysis_id!r} does not analyse the features of {header.model_id!r} "
-                         f"(it is a {analysis_spec.kind} on {analysis_spec.base!r}, the codec codes {spec.base!r})")
-    return analysis_spec
+        raise CodecError(f"codec {codec_id!r} names no reconstructor; pass one (--analysis)")
+    found = get_spec(analysis_id)
+    if found.kind != "reconstructor" or found.base != spec.base:
+        raise CodecError(f"{analysis_id!r} does not analyse the features of {codec_id!r} "
+                         f"(it is a {found.kind} on {found.base!r}, the codec codes {spec.base!r})")
+    return found
 
 
 def load_cloud_side(header: Any, analysis: str | None) -> tuple[Any, Any]:
@@ -230,12 +230,12 @@ def load_cloud_side(header: Any, analysis: str | None) -> tuple[Any, Any]:
     from spikecodec.models.registry import load_model
 
     codec = load_stream_codec(header)
-    return codec, load_model(_analysis_spec(header, analysis).model_id)
+    return codec, load_model(analysis_spec(header.model_id, analysis).model_id)
 
 
 def reads_decoded_motion(header: Any, analysis: str | None) -> bool:
     """Whether the reconstructor decoding this stream reads the decoded motion (see ModelSpec)."""
-    return _analysis_spec(header, analysis).decoded_motion
+    return analysis_spec(header.model_id, analysis).decoded_motion
 
 
 def _frame_strings(frame: Any, kind: str, sizes: dict[str, tuple[int, int]]) -> dict[str, list[bytes]]:

@@ -918,7 +918,7 @@ def setup_distributed() -> DistributedContext:
 # checkpoints
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(text)
     os.replace(temporary, path)
@@ -946,7 +946,7 @@ def save_checkpoint(out_dir: Path, model: nn.Module, optimizer: torch.optim.Opti
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, temporary)
     os.replace(temporary, out_dir / "optimizer.pt")
     state = {"version": CHECKPOINT_VERSION, "step": step, "config": config.to_dict(), **extra}
-    _atomic_write_text(out_dir / "checkpoint.json", json.dumps(state, indent=1, sort_keys=True))
+    atomic_write_text(out_dir / "checkpoint.json", json.dumps(state, indent=1, sort_keys=True))
 
 
 def load_checkpoint(out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
@@ -971,12 +971,19 @@ def load_checkpoint(out_dir: Path, model: nn.Module, optimizer: torch.optim.Opti
     return state
 
 
-def _truncate_log(path: Path, step: int) -> None:
+def truncate_log(path: Path, step: int) -> None:
     """Drop log lines written after ``step`` (a resumed run writes them again)."""
     if not path.exists():
         return
     kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
-    _atomic_write_text(path, "".join(line + "\n" for line in kept))
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def save_analysis(analysis: SCIReconstructor, path: Path) -> str:
+    """Write a reconstructor's trained part (AFR + head; its FEM has its own file); returns the sha256."""
+    tensors = {f"afr.{k}": v for k, v in analysis.afr.state_dict().items()}
+    tensors.update({f"head.{k}": v for k, v in analysis.head.state_dict().items()})
+    return save_weights(tensors, path, "reconstructor", analysis.config.to_dict())
 
 
 def export_weights(config: TrainConfig, model: nn.Module, out_dir: Path) -> dict[str, str]:
@@ -986,18 +993,12 @@ def export_weights(config: TrainConfig, model: nn.Module, out_dir: Path) -> dict
         written["fem.safetensors"] = save_weights(model.fem.state_dict(), out_dir / "fem.safetensors",
                                                   "fem", model.fem.config.to_dict())
     elif config.stage == "b":
-        analysis = {f"afr.{k}": v for k, v in model.afr.state_dict().items()}
-        analysis.update({f"head.{k}": v for k, v in model.head.state_dict().items()})
-        written["analysis.safetensors"] = save_weights(analysis, out_dir / "analysis.safetensors",
-                                                       "reconstructor", model.config.to_dict())
+        written["analysis.safetensors"] = save_analysis(model, out_dir / "analysis.safetensors")
     elif config.stage in CODEC_STAGES:
         written["codec.safetensors"] = export_codec(model.codec, out_dir / "codec.safetensors",
                                                    base=model.fem.config.to_dict())
         if config.stage == "c2":
-            analysis = {f"afr.{k}": v for k, v in model.analysis.afr.state_dict().items()}
-            analysis.update({f"head.{k}": v for k, v in model.analysis.head.state_dict().items()})
-            written["analysis.safetensors"] = save_weights(analysis, out_dir / "analysis.safetensors",
-                                                           "reconstructor", model.analysis.config.to_dict())
+            written["analysis.safetensors"] = save_analysis(model.analysis, out_dir / "analysis.safetensors")
     else:
         written["plain-cnn.safetensors"] = save_weights(model.state_dict(), out_dir / "plain-cnn.safetensors",
                                                         "plain-cnn", model.config.to_dict())
@@ -1085,7 +1086,7 @@ def _train(config: TrainConfig, out_dir: Path, resume: bool, until: int | None, 
         if log_path.exists():  # a fresh start: an old log describes another run
             log_path.unlink()
     if context.is_main and start:
-        _truncate_log(log_path, start)
+        truncate_log(log_path, start)
     if context.world_size > 1:
         dist.barrier()  # rank 0 has read the checkpoint and prepared the directory
         wrapped: nn.Module = nn.parallel.DistributedDataParallel(

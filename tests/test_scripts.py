@@ -81,3 +81,8 @@ def test_stage_c2_refuses_bad_options_and_a_cache_of_other_data(tiny_smotion, tm
     unknown = _run(script, "no-such-codec", "--data", str(train), "--val-data", str(val),
                    "--cache-dir", str(tmp_path / "x"), "--out", str(tmp_path / "r"))
     assert unknown.returncode != 0 and "codec_stage_c2:" in unknown.stderr and "Traceback" not in unknown.stderr
+    # sci-codec-v1's analysis (stage c2 of v1) reads the decoded motion, which this stage does not train
+    motion = _run(script, "sci-codec-v1", "--data", str(train), "--val-data", str(val),
+                  "--cache-dir", str(tmp_path / "y"), "--out", str(tmp_path / "r"))
+    assert motion.returncode != 0 and "reads the decoded motion" in motion.stderr
+    assert not (tmp_path / "y").exists()
