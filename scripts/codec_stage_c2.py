@@ -47,22 +47,26 @@ def build_cache(codec_id: str, data: str, cache: Path, stride: int, gop: int) ->
         raise SystemExit(f"codec_stage_c2: {failed[0].name}: {failed[0].error}" if failed
                          else f"codec_stage_c2: {data} holds no sequence")
     partial = cache.with_name(cache.name + ".partial")
-    with h5py.File(partial, "w") as out, tempfile.TemporaryDirectory(prefix="spikecodec-c2-") as folder:
-        out.attrs.update(codec=codec_id, codec_sha256=get_spec(codec_id).sha256 or "", data=str(data),
-                         stride=stride, gop=gop)
-        for number, item in enumerate(tqdm(items, desc="encode + decode", unit="sequence")):
-            moments = evaluation_moments(item.spikes.shape[0], item.gt_index, options)
-            group = out.create_group(f"seq_{number:04d}")
-            group.attrs.update(name=item.name, speed_bin=item.meta.get("speed_bin", ""))
-            group["moments"] = moments
-            position = {int(t): k for k, t in enumerate(item.gt_index)}
-            group["gt"] = np.stack([item.gt[position[int(t)]] for t in moments])
-            for quality in range(codec.config.qualities):
-                path = Path(folder) / "stream.sci"
-                encode_reader(ArrayReader(item.spikes, item.name), path, quality=quality, stride=stride,
-                              phase=int(moments[0]), gop=gop, model=end, force=True)
-                group[f"q{quality}"] = np.stack([feature[0].half().numpy()
-                                                 for _, feature in decoded_features(path, codec)])
+    try:
+        with h5py.File(partial, "w") as out, tempfile.TemporaryDirectory(prefix="spikecodec-c2-") as folder:
+            out.attrs.update(codec=codec_id, codec_sha256=get_spec(codec_id).sha256 or "", data=str(data),
+                             stride=stride, gop=gop)
+            for number, item in enumerate(tqdm(items, desc="encode + decode", unit="sequence")):
+                moments = evaluation_moments(item.spikes.shape[0], item.gt_index, options)
+                group = out.create_group(f"seq_{number:04d}")
+                group.attrs.update(name=item.name, speed_bin=item.meta.get("speed_bin", ""))
+                group["moments"] = moments
+                position = {int(t): k for k, t in enumerate(item.gt_index)}
+                group["gt"] = np.stack([item.gt[position[int(t)]] for t in moments])
+                for quality in range(codec.config.qualities):
+                    path = Path(folder) / "stream.sci"
+                    encode_reader(ArrayReader(item.spikes, item.name), path, quality=quality, stride=stride,
+                                  phase=int(moments[0]), gop=gop, model=end, force=True)
+                    group[f"q{quality}"] = np.stack([feature[0].half().numpy()
+                                                     for _, feature in decoded_features(path, codec)])
+    except BaseException:  # a failure or Ctrl-C leaves no partial cache behind
+        partial.unlink(missing_ok=True)
+        raise
     os.replace(partial, cache)
 
 

@@ -86,3 +86,19 @@ def test_stage_c2_refuses_bad_options_and_a_cache_of_other_data(tiny_smotion, tm
                   "--cache-dir", str(tmp_path / "y"), "--out", str(tmp_path / "r"))
     assert motion.returncode != 0 and "reads the decoded motion" in motion.stderr
     assert not (tmp_path / "y").exists()
+
+
+def test_stage_c2_cache_is_not_left_half_written(tiny_smotion, tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("codec_stage_c2", ROOT / "scripts" / "codec_stage_c2.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("spikecodec.codec.encode_reader", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        script.build_cache(TINY, str(tiny_smotion[0]), tmp_path / "cache.h5", 20, 32)
+    assert list(tmp_path.iterdir()) == []
