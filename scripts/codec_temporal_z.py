@@ -2,6 +2,8 @@
 
     python scripts/codec_temporal_z.py sci-codec-v3 --hysteresis 0.35 --data data/smotion_train.h5 \
         -o runs/tz/codec.safetensors
+    python scripts/codec_temporal_z.py sci-codec-v4 --weights runs/p/codec.safetensors \
+        --data data/smotion_train.h5 -o runs/p/codec-tz.safetensors
 
 The copy (:func:`spikecodec.models.codec.with_temporal_z`) codes every sequence of ``--data``
 (spike moments ``--stride`` apart, one I frame then P frames, as ``spikecodec encode`` does with
@@ -9,7 +11,10 @@ the default GOP) at every quality; the differences of the z symbols of consecuti
 one table scale per quality and channel (:func:`spikecodec.models.codec.fit_temporal_z`; the
 symbols do not depend on those scales). It prints the z bytes per moment of the original codec
 and of the copy (estimated) on those sequences, and writes them beside the output as
-``<output>.log.jsonl``. docs/TRAINING.md says why. The output is registered like any trained
+``<output>.log.jsonl``. docs/TRAINING.md says why. With ``--weights`` (a codec trained further
+from the registered one, e.g. by ``spikecodec train --stage inter``) those weights are used in
+the registered codec's place; if they already code z in time, their scales are refitted (their
+symbols, and so their hysteresis, stay). The output is registered like any trained
 codec file.
 """
 
@@ -22,7 +27,9 @@ from pathlib import Path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("codec", help="registry id of a codec")
+    parser.add_argument("codec", help="registry id of a codec (its FEM; its weights unless --weights)")
+    parser.add_argument("--weights", default=None,
+                        help="codec weights to use instead (a stage output directory or codec.safetensors)")
     parser.add_argument("--data", required=True, help="S-Motion .h5 to fit on (a training split)")
     parser.add_argument("--stride", type=int, default=None, help="spike frames between moments (default: encode's)")
     parser.add_argument("--hysteresis", type=float, default=0.0,
@@ -41,12 +48,15 @@ def main() -> None:
     from spikecodec.models.registry import ModelNotFoundError, get_spec
     from spikecodec.models.weights_io import save_weights
     from spikecodec.moments import moments_for
+    from spikecodec.training import load_codec_weights
 
     stride = DEFAULT_STRIDE if args.stride is None else args.stride
     if stride < 1:
         raise SystemExit(f"codec_temporal_z: --stride must be a positive number of spike frames, got {stride}")
     try:
         end = load_end_side(args.codec)
+        if args.weights is not None:
+            end.codec = load_codec_weights(args.weights)
         items = list(iter_items([args.data]))
     except (ModelNotFoundError, CodecError, ValueError, OSError) as error:
         raise SystemExit(f"codec_temporal_z: {error}") from None
@@ -55,10 +65,16 @@ def main() -> None:
         raise SystemExit(f"codec_temporal_z: {failed[0].name}: {failed[0].error}" if failed
                          else f"codec_temporal_z: {args.data} holds no sequence")
     original = end.codec.eval()
-    try:
-        codec = with_temporal_z(original, args.hysteresis).eval()
-    except ValueError as error:
-        raise SystemExit(f"codec_temporal_z: {error}") from None
+    if original.config.temporal_z:
+        if args.hysteresis not in (0.0, original.config.z_hysteresis):
+            raise SystemExit(f"codec_temporal_z: the codec already codes z in time with hysteresis "
+                             f"{original.config.z_hysteresis}; its scales are refitted with it")
+        codec = original  # the symbols do not depend on the scales refitted below
+    else:
+        try:
+            codec = with_temporal_z(original, args.hysteresis).eval()
+        except ValueError as error:
+            raise SystemExit(f"codec_temporal_z: {error}") from None
     qualities = codec.config.qualities
     differences: list[list[torch.Tensor]] = [[] for _ in range(qualities)]
     factorized_bits = [0] * qualities
@@ -82,12 +98,13 @@ def main() -> None:
         raise SystemExit("codec_temporal_z: no two consecutive P frames in the data (sequences too short)")
     stacked = [torch.cat(values) for values in differences]
     estimates = fit_temporal_z(codec, stacked)
-    records = [{"command": "scripts/codec_temporal_z.py", "codec": args.codec, "data": args.data,
-                "sequences": len(items), "stride": stride, "hysteresis": args.hysteresis}]
+    records = [{"command": "scripts/codec_temporal_z.py", "codec": args.codec, "weights": args.weights,
+                "data": args.data, "sequences": len(items), "stride": stride,
+                "hysteresis": codec.config.z_hysteresis}]
     for quality, (values, estimate) in enumerate(zip(stacked, estimates)):
         frames = values.shape[0]
         print(f"quality {quality}: {frames} P frames after a P frame; z {factorized_bits[quality] / frames / 8:.0f} "
-              f"B/moment coded by {args.codec}, {estimate / frames / 8:.0f} B/moment estimated in time; "
+              f"B/moment coded by {args.weights or args.codec}, {estimate / frames / 8:.0f} B/moment estimated in time; "
               f"{float((values == 0).double().mean()):.1%} of the differences are zero")
         records.append({"quality": quality, "frames": frames,
                         "z_bytes_per_moment_before": factorized_bits[quality] / frames / 8,

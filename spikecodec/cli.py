@@ -643,7 +643,7 @@ def bdrate_command(results_dir, anchor, interpolation, plot_path):
 # --- section: train (owner: models) ----------------------------------------------------------
 
 @main.command("train")
-@click.option("--stage", type=click.Choice(["a", "b", "c1", "c2", "densities", "intra", "cnn"]), default=None,
+@click.option("--stage", type=click.Choice(["a", "b", "c1", "c2", "densities", "intra", "inter", "cnn"]), default=None,
               help="a: FEM + proxy head with the smoothness penalty; b: AFR + reconstruction head "
                    "on the frozen FEM; c1: the feature codec, rate-distortion loss, analysis frozen; "
                    "c2: codec decoder side + FMVR + AFR + head fine-tuned, FEM and encoder frozen; "
@@ -651,6 +651,8 @@ def bdrate_command(results_dir, anchor, interpolation, plot_path):
                    "bits (nothing decoded changes); "
                    "intra: a trained codec's I-frame coder fine-tuned on the image of the I frame "
                    "(analysis and P-frame coder frozen); "
+                   "inter: a trained codec's P-frame coder fine-tuned with c1's loss (analysis and "
+                   "I-frame coder frozen); "
                    "cnn: the plain-CNN baseline. [default: a, or the config's]")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="JSON file of training settings (fields of spikecodec.training.TrainConfig).")
@@ -660,9 +662,9 @@ def bdrate_command(results_dir, anchor, interpolation, plot_path):
 @click.option("--fem-weights", default=None,
               help="Stage b: the stage-a output directory, its fem.safetensors, or a registry id.")
 @click.option("--analysis-weights", default=None,
-              help="Codec stages (c1, c2, densities, intra): registry id of the stage-b reconstructor (e.g. sci-small-v1-recon).")
+              help="Codec stages (c1, c2, densities, intra, inter): registry id of the stage-b reconstructor (e.g. sci-small-v1-recon).")
 @click.option("--codec-weights", default=None,
-              help="Stages c2/densities/intra: a trained codec: a stage-c output directory, its "
+              help="Stages c2/densities/intra/inter: a trained codec: a stage-c output directory, its "
                    "codec.safetensors, or a registry id.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Clips per step and rank.")
 @click.option("--crop", type=click.IntRange(min=8), default=None, help="Training crop size in pixels.")
@@ -690,6 +692,7 @@ def train_command(stage, config_path, out_dir, steps, fem_weights, analysis_weig
     spikecodec train --stage c2 --analysis-weights sci-small-v1-recon --codec-weights runs/c1 --out runs/c2
     spikecodec train --stage densities --analysis-weights sci-small-v1-recon --codec-weights runs/c1 --out runs/d
     spikecodec train --stage intra --analysis-weights sci-small-v1-recon --codec-weights runs/d --out runs/i
+    spikecodec train --stage inter --analysis-weights sci-small-v1-recon --codec-weights runs/i --out runs/p
     torchrun --nproc_per_node 2 -m spikecodec.cli train --stage a --out runs/a
     """
     from spikecodec.models.registry import ModelNotFoundError, WeightsError

@@ -6,7 +6,7 @@ Stages:
   ``S`` is the Laplacian smoothness penalty of :func:`smoothness_penalty`;
 * ``"b"``: FEM frozen (loaded from a stage-a result), AFR + reconstruction head trained with MSE
   on uncompressed features of ``t - stride``, ``t``, ``t + stride``;
-* ``"c1"``, ``"c2"``, ``"densities"``, ``"intra"``: the feature codec (:class:`CodecStage`);
+* ``"c1"``, ``"c2"``, ``"densities"``, ``"intra"``, ``"inter"``: the feature codec (:class:`CodecStage`);
 * ``"cnn"``: the plain CNN on 41 raw spike frames, MSE (the benchmark baseline).
 
 Data are made on the fly by the S-Motion generator (``data_tools.smotion.make_smotion_sample``
@@ -59,8 +59,8 @@ from spikecodec.models.sci import (
 )
 from spikecodec.models.weights_io import config_of, load_state, load_weights, save_weights, subset
 
-STAGES = ("a", "b", "c1", "c2", "densities", "intra", "cnn")
-CODEC_STAGES = ("c1", "c2", "densities", "intra")
+STAGES = ("a", "b", "c1", "c2", "densities", "intra", "inter", "cnn")
+CODEC_STAGES = ("c1", "c2", "densities", "intra", "inter")
 # the hyper-latents, whose bits the training logs report apart
 HYPER_LATENTS = ("z", "motion_z")
 SMOOTH_NORMS = ("l1", "l2")
@@ -83,7 +83,7 @@ class TrainConfig:
     model: dict[str, Any] = field(default_factory=dict)  # config of the trained model ({}: defaults)
     fem_weights: str | None = None  # stage b: stage-a output (fem.safetensors / dir) or registry id
     analysis_weights: str | None = None  # stages c1/c2: registry id of the stage-b reconstructor
-    codec_weights: str | None = None  # stages c2/densities: a trained codec (directory, codec.safetensors, registry id)
+    codec_weights: str | None = None  # stages c2/densities/intra/inter: a trained codec (directory, codec.safetensors, registry id)
     codec_frames: int = 4  # codec stages: moments coded per sample (one I frame, then P frames)
     feature_weight: float = 0.002  # stages c1/c2: weight of the feature MSE beside the image MSE
     steps: int = 3000
@@ -142,7 +142,7 @@ class TrainConfig:
             raise ValueError("stage b needs fem_weights: the output of stage a (or a registry id)")
         if self.stage in CODEC_STAGES and not self.analysis_weights:
             raise ValueError(f"stage {self.stage} needs analysis_weights: the registry id of a stage-b reconstructor")
-        if self.stage in ("c2", "densities", "intra") and not self.codec_weights:
+        if self.stage in ("c2", "densities", "intra", "inter") and not self.codec_weights:
             raise ValueError(f"stage {self.stage} needs codec_weights: a trained codec (stage c1 or c2 output, or a registry id)")
         # stage intra reconstructs the I frame (neighbours: itself and the next); the others a P frame
         fewest = 2 if self.stage == "intra" else 3
@@ -565,7 +565,10 @@ class CodecStage(nn.Module):
     FMVR-refined decoded motion. Stage "intra" takes a trained codec and fine-tunes its I-frame
     coder alone on the image of the I frame (chains start at the image's moment; the analysis
     sees the I frame's feature as its own previous neighbour, as at a stream's start): stage c1
-    reconstructs a P frame, so it trains the I coder only as a reference. Stage "densities" takes a trained codec and refits only what sets
+    reconstructs a P frame, so it trains the I coder only as a reference. Stage "inter" takes a
+    trained codec and fine-tunes its P-frame coder alone (``codec.inter``: motion, context,
+    contextual transforms, hyper-prior, priors) with stage c1's loss, the I coder and the analysis
+    frozen, so a stage intra's gains stay. Stage "densities" takes a trained codec and refits only what sets
     probabilities but no decoded value (``FeatureCodec.probability_parameters``: the factorized
     priors of z and motion z, the scale heads, the per-quality scale offsets) to the bits of the rounded latents, over chains of
     ``codec_frames`` moments as long as the coder's GOPs: the priors' parameters move ~lr per step,
@@ -610,6 +613,8 @@ class CodecStage(nn.Module):
             trainable = [self.codec]
         elif self.train_config.stage == "intra":
             trainable = [self.codec.intra]
+        elif self.train_config.stage == "inter":
+            trainable = [self.codec.inter]
         elif self.train_config.stage == "densities":
             trainable = []
             for parameter in self.codec.probability_parameters():
@@ -631,7 +636,7 @@ class CodecStage(nn.Module):
             return
         self.train(training)
         self.fem.eval()
-        if self.train_config.stage in ("c1", "intra"):
+        if self.train_config.stage in ("c1", "intra", "inter"):
             self.analysis.eval()
 
     def rd_loss(self, spikes: torch.Tensor, gt: torch.Tensor, t: int, draw: torch.Tensor,

@@ -102,3 +102,30 @@ def test_stage_c2_cache_is_not_left_half_written(tiny_smotion, tmp_path, monkeyp
     with pytest.raises(KeyboardInterrupt):
         script.build_cache(TINY, str(tiny_smotion[0]), tmp_path / "cache.h5", 20, 32)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_temporal_z_fit_converts_a_codec_then_refits_trained_weights(tiny_smotion, tmp_path):
+    from spikecodec.models.weights_io import load_weights
+
+    script = str(ROOT / "scripts" / "codec_temporal_z.py")
+    train, _ = tiny_smotion
+    converted = tmp_path / "tz.safetensors"
+    first = _run(script, TINY, "--hysteresis", "0.25", "--data", str(train), "-o", str(converted))
+    assert first.returncode == 0, first.stderr
+    config = json.loads(load_weights(converted)[1]["config"])
+    assert config["temporal_z"] and config["z_hysteresis"] == 0.25
+
+    # weights that already code z in time (as a stage-inter run of such a codec exports them): refitted
+    refitted = tmp_path / "refit.safetensors"
+    again = _run(script, TINY, "--weights", str(converted), "--data", str(train), "-o", str(refitted))
+    assert again.returncode == 0, again.stderr
+    tensors, metadata = load_weights(refitted)
+    assert json.loads(metadata["config"])["z_hysteresis"] == 0.25
+    assert tensors["inter.temporal_z_index"].shape == load_weights(converted)[0]["inter.temporal_z_index"].shape
+    log = [json.loads(line) for line in refitted.with_suffix(".log.jsonl").read_text().splitlines()]
+    assert log[0]["weights"] == str(converted) and log[0]["hysteresis"] == 0.25
+
+    other = _run(script, TINY, "--weights", str(converted), "--hysteresis", "0.5", "--data", str(train),
+                 "-o", str(tmp_path / "x.safetensors"))
+    assert other.returncode != 0 and "already codes z in time" in other.stderr
+    assert "Traceback" not in other.stderr and not (tmp_path / "x.safetensors").exists()

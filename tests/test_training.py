@@ -373,31 +373,38 @@ def test_stage_densities_refits_only_what_sets_probabilities(tmp_path):
             state_before, state_after = coded_before["state"], decoded["state"]
 
 
-def test_stage_intra_trains_only_the_i_frame_coder(tmp_path):
+@pytest.mark.parametrize("stage, frames, coder, trained", [
+    ("intra", 2, "intra.", ("intra.g_s.", "intra.g_a.")),
+    ("inter", 4, "inter.", ("inter.contextual_encoder.", "inter.contextual_decoder.")),
+])
+def test_stages_intra_and_inter_train_only_their_coder(tmp_path, stage, frames, coder, trained):
     from spikecodec.training import load_codec_weights
 
     run(_codec_config("c1"), tmp_path / "c1")
-    result = run(_codec_config("intra", codec_weights=str(tmp_path / "c1"), codec_frames=2, steps=3,
-                               steps_per_epoch=3), tmp_path / "i")
+    result = run(_codec_config(stage, codec_weights=str(tmp_path / "c1"), codec_frames=frames, steps=3,
+                               steps_per_epoch=3), tmp_path / stage)
     assert "codec.safetensors" in result.exported
     before = load_codec_weights(str(tmp_path / "c1")).state_dict()
-    after = load_codec_weights(str(tmp_path / "i")).state_dict()
+    after = load_codec_weights(str(tmp_path / stage)).state_dict()
     moved = {name for name, value in after.items() if not torch.equal(value, before[name])}
-    assert any(name.startswith("intra.g_s.") for name in moved), sorted(moved)
-    assert any(name.startswith("intra.g_a.") for name in moved), sorted(moved)
-    # the CDF tables are rebuilt at export for every coder; no trained weight outside intra moves
-    assert all(name.startswith("intra.") or "_cdf" in name or "_offset" in name or "quantiles" in name
+    for prefix in trained:
+        assert any(name.startswith(prefix) for name in moved), sorted(moved)
+    # the CDF tables are rebuilt at export for every coder; no trained weight of the other coder moves
+    assert all(name.startswith(coder) or "_cdf" in name or "_offset" in name or "quantiles" in name
                for name in moved), sorted(moved)
-    with pytest.raises(ValueError, match="codec_frames"):
-        TrainConfig(stage="intra", analysis_weights="sci-tiny-test-recon", codec_weights="x", codec_frames=1)
 
 
 def test_stage_c_needs_its_inputs():
     with pytest.raises(ValueError, match="analysis_weights"):
         TrainConfig(stage="c1")
-    for stage in ("c2", "densities", "intra"):
+    for stage in ("c2", "densities", "intra", "inter"):
         with pytest.raises(ValueError, match="codec_weights"):
             TrainConfig(stage=stage, analysis_weights="sci-tiny-test-recon")
+    # intra reconstructs the I frame and its next neighbour, inter a P frame and its two neighbours
+    with pytest.raises(ValueError, match="codec_frames"):
+        TrainConfig(stage="intra", analysis_weights="sci-tiny-test-recon", codec_weights="x", codec_frames=1)
+    with pytest.raises(ValueError, match="codec_frames"):
+        TrainConfig(stage="inter", analysis_weights="sci-tiny-test-recon", codec_weights="x", codec_frames=2)
 
 
 def test_stage_c1_resumes_to_the_same_weights(tmp_path):
