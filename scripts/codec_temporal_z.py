@@ -86,7 +86,7 @@ def main() -> None:
             with torch.no_grad():
                 for feature in features:
                     out = codec.compress(feature[None], quality, state)
-                    before = original.compress(feature[None], quality, original_state)
+                    before = out if codec is original else original.compress(feature[None], quality, original_state)
                     state, original_state = out["state"], before["state"]
                     if out["frame_type"] != "P":
                         continue
