@@ -4,7 +4,7 @@
         [--sequences 0,1,2] [--qualities 0,1,2,3]
 
 CODEC: a registry id or a codec.safetensors / stage-c output directory (default: the shipped
-codec). Every moment of each sequence (stride 20) is coded with ``FeatureCodec.compress`` as one
+codec). Every moment of each sequence (encode's default stride) is coded with ``FeatureCodec.compress`` as one
 GOP, as ``encode`` codes it. Each P frame is also coded a second time, its input replaced by its
 own reference (the previous decoded feature), with the same reference state: a coder that can say
 "unchanged" should spend almost nothing on that frame and decode it to the reference. Printed per
@@ -25,7 +25,9 @@ import torch
 
 def main() -> None:
     from data_tools.smotion import load_smotion
+    from spikecodec import DEFAULT_STRIDE
     from spikecodec.codec import DEFAULT_CODEC_MODEL, load_end_side
+    from spikecodec.models.codec import string_bits
     from spikecodec.models.fem import extract_features
     from spikecodec.moments import moments_for
     from spikecodec.training import load_codec_weights
@@ -44,18 +46,14 @@ def main() -> None:
     def rms(a: torch.Tensor, b: torch.Tensor) -> float:
         return float((a - b).square().mean().sqrt())
 
-    def payload(coded: dict) -> int:
-        return sum(len(s) for strings in coded["strings"].values() for s in strings)
-
     print("sequence | quality | P bytes | unchanged P bytes | ratio | non-zero y | unchanged non-zero y | "
           "rms input-reference | rms decoded-input | rms unchanged decoded-reference")
     for index, (spikes, _, meta) in enumerate(load_smotion(args.data, gt_dtype=None)):
         if index not in wanted:
             continue
-        moments = moments_for(spikes.shape[0], 20, before=fem.window_before, after=fem.window_after)
-        first = int(moments[0]) - fem.window_before
+        moments = moments_for(spikes.shape[0], DEFAULT_STRIDE, before=fem.window_before, after=fem.window_after)
         with torch.no_grad():
-            features = extract_features(fem, spikes[first:int(moments[-1]) + fem.window_after + 1], moments - first)
+            features = extract_features(fem, spikes, moments)
             for quality in qualities:
                 state, rows = None, []
                 for feature in features:
@@ -65,7 +63,7 @@ def main() -> None:
                         unchanged = codec.compress(codec._denormalise(reference), quality, state)
                         target = codec._normalise(feature[None])
                         rows.append([
-                            payload(coded), payload(unchanged),
+                            string_bits(coded["strings"]) // 8, string_bits(unchanged["strings"]) // 8,
                             int((coded["latents"]["y"] != 0).sum()), int((unchanged["latents"]["y"] != 0).sum()),
                             rms(target, reference), rms(codec._normalise(coded["x_hat"]), target),
                             rms(codec._normalise(unchanged["x_hat"]), reference),
