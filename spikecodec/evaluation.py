@@ -117,6 +117,9 @@ class EvalOptions:
     model_id: str = DEFAULT_EVAL_MODEL
     ours: bool = False  # our codec at every quality of codec_model
     codec_model: str = DEFAULT_CODEC_MODEL
+    #: Unregistered weights of ``codec_model``'s architecture (a stage output or a .safetensors)
+    #: that code and decode in its place: training outputs are compared before one is registered.
+    codec_weights: str | None = None
     rate: float = DEFAULT_CONVERSION_RATE
     threads: int | None = None  # per coder / torch; None: their own default
     #: Reconstructions whose windows set the moments (default: ``reconstructions``). Kept when a
@@ -558,6 +561,10 @@ def ours_rate_points(
     from spikecodec.io import ArrayReader
 
     end_side = load_end_side(options.codec_model)
+    if options.codec_weights is not None:
+        from spikecodec.training import load_codec_weights
+
+        end_side = replace(end_side, codec=load_codec_weights(options.codec_weights).eval())
     qualities = end_side.codec.config.qualities
     num_frames, height, width = item.spikes.shape
     wanted = moments[truth_positions]
@@ -569,7 +576,10 @@ def ours_rate_points(
             encoded = encode_reader(ArrayReader(item.spikes, item.name), path, quality=quality,
                                     stride=options.stride, phase=int(moments[0]), gop=options.gop,
                                     model=end_side, threads=options.threads)
-            cloud_side = cloud_side or load_cloud_side(encoded.header, None)
+            if cloud_side is None:
+                cloud_side = load_cloud_side(encoded.header, None)
+                if options.codec_weights is not None:  # the candidate decodes what it coded
+                    cloud_side = (end_side.codec, cloud_side[1])
             decoded = decode_stream(path, threads=options.threads, models=cloud_side,
                                     refined_motion=reads_decoded_motion(encoded.header, None))
             position = {int(t): k for k, t in enumerate(decoded.moments)}
@@ -1145,9 +1155,13 @@ def bdrate_report(results_dir: str | os.PathLike, anchor: str, interpolation: st
     if interpolation not in BD_METHODS:
         raise EvaluationError(
             f"unknown interpolation {interpolation!r}; choose one of {', '.join(BD_METHODS)}")
-    document = load_results(results_dir)
-    curves = rd_curves(document["rows"])
-    all_methods = sorted({str(row["method"]) for row in document["rows"]} | set(curves))
+    return bd_report(load_results(results_dir)["rows"], anchor, interpolation)
+
+
+def bd_report(rows: Sequence[dict[str, Any]], anchor: str, interpolation: str = "pchip") -> BDReport:
+    """BD-rate / BD-PSNR of every method of result ``rows`` against ``anchor``."""
+    curves = rd_curves(rows)
+    all_methods = sorted({str(row["method"]) for row in rows} | set(curves))
     not_curves = {}
     for method in all_methods:
         if method not in curves:

@@ -129,3 +129,37 @@ def test_temporal_z_fit_converts_a_codec_then_refits_trained_weights(tiny_smotio
                  "-o", str(tmp_path / "x.safetensors"))
     assert other.returncode != 0 and "already codes z in time" in other.stderr
     assert "Traceback" not in other.stderr and not (tmp_path / "x.safetensors").exists()
+
+
+def test_codec_compare_codes_with_each_candidate_in_the_base_place(tiny_smotion, tmp_path):
+    from spikecodec.models.registry import load_model
+    from spikecodec.models.weights_io import save_weights
+
+    codec = load_model(TINY)
+    same = tmp_path / "same.safetensors"
+    save_weights(codec.state_dict(), same, "codec", codec.config.to_dict())
+    with torch.no_grad():
+        for name, parameter in codec.named_parameters():
+            if name.startswith("intra.") and name.endswith(".weight"):
+                parameter.mul_(0.8)
+    codec.update(force=True)
+    changed = tmp_path / "changed.safetensors"
+    save_weights(codec.state_dict(), changed, "codec", codec.config.to_dict())
+
+    out = tmp_path / "rows.json"
+    result = _run(str(ROOT / "benchmarks" / "codec_compare.py"), str(tiny_smotion[1]), "--base", TINY,
+                  "--candidate", str(same), "--candidate", str(changed), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())["rows"]
+
+    def points(label):
+        return [(row["setting"], row["bits"], row["psnr"]) for row in rows if row["method"] == label]
+
+    qualities = codec.config.qualities
+    assert len(points(TINY)) == qualities and points(str(same)) == points(TINY)
+    assert len(points(str(changed))) == qualities and points(str(changed)) != points(TINY)
+    assert f"| {same} | +0.00 |" in result.stdout
+
+    missing = _run(str(ROOT / "benchmarks" / "codec_compare.py"), str(tiny_smotion[1]), "--base", TINY,
+                   "--candidate", str(tmp_path / "none.safetensors"))
+    assert missing.returncode != 0 and "no candidate weights" in missing.stderr
