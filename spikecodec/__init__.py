@@ -12,7 +12,7 @@ DEFAULT_RECONSTRUCTION_MODEL = "sci-small-v3-recon-long"  # registry id of the s
 DEFAULT_EVAL_MODEL = "sci-small-v1-recon"
 DEFAULT_STRIDE = 20  # spike frames between moments: a 1,000 fps video at 20 kHz
 DEFAULT_GOP = 32  # moments per group of pictures (an I frame, then P frames)
-DEFAULT_CODEC_MODEL = "sci-codec-v5"  # registry id of the shipped feature codec (with its FEM)
+DEFAULT_CODEC_MODEL = "sci-codec-v6"  # registry id of the shipped feature codec (with its FEM)
 DEFAULT_QUALITY = 2  # of 0..3; 0 is the lowest rate
 
 

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from spikecodec import DEFAULT_CODEC_MODEL, DEFAULT_GOP, DEFAULT_STRIDE
 
-DEFAULT_CLASSIFIER = "sci-codec-v5-mnist"
+DEFAULT_CLASSIFIER = "sci-codec-v6-mnist"
 
 
 class ClassificationError(ValueError):
