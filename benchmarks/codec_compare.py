@@ -25,10 +25,7 @@ from pathlib import Path
 def _item_rows(item, base: str, candidates: list[str], threads: int) -> list[dict]:
     from spikecodec.evaluation import EvalOptions, evaluate_item
 
-    import torch
-
-    torch.set_num_threads(threads)
-    rows = []
+    rows = []  # options.threads sets torch's threads for each encode and decode
     for label, weights in [(base, None)] + [(path, path) for path in candidates]:
         options = EvalOptions(reconstructions=(), codecs=(), lossless=False, ours=True, codec_model=base,
                               codec_weights=weights, threads=threads)
@@ -41,7 +38,7 @@ def _item_rows(item, base: str, candidates: list[str], threads: int) -> list[dic
 
 def main() -> None:
     from spikecodec import DEFAULT_CODEC_MODEL
-    from spikecodec.evaluation import bd_report, iter_items, InputFailure
+    from spikecodec.evaluation import InputFailure, bd_report, iter_items
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", nargs="+", help="S-Motion .h5 files or manifests, as spikecodec eval takes")
