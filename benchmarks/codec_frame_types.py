@@ -60,7 +60,7 @@ def main() -> None:
                     scores = []
                     for k, moment in enumerate(moments):
                         image = analysis.analyze(decoded[max(k - 1, 0)], decoded[k],
-                                                 decoded[min(k + 1, len(decoded) - 1)])["image"]
+                                                 decoded[min(k + 1, len(decoded) - 1)], quality=quality)["image"]
                         scores.append(psnr(gt[int(moment)][None], image[0].clamp(0, 1).numpy()))
                     line += (f" | {name}: I {scores[0]:.2f} dB {sizes[0]} B, P {np.mean(scores[1:]):.2f} dB "
                              f"{np.mean(sizes[1:]):.0f} B, all {np.mean(scores):.2f} dB "

@@ -10,7 +10,9 @@ and decoded back to features; those features (float16) and the ground truth at e
 cached once in ``--cache-dir``. The stage-b analysis the codec names (``--analysis`` to
 override) is then trained on random crops of (previous, current, next) decoded features with the
 image loss of stage b (``--loss``), quality drawn per sample, and scored on the validation
-sequences at full frame (mean PSNR over moments) before, during and after. Checkpoints every
+sequences at full frame (mean PSNR over moments) before, during and after. ``--quality-aware``
+adds the AFR's per-quality modulation (``AFRConfig.qualities``) and trains it with the rest, each
+sample's features modulated for the quality they were coded at, as ``decode`` does. Checkpoints every
 ``--checkpoint-every`` steps; a rerun with the same ``--out`` resumes. Writes
 ``<out>/analysis.safetensors`` (a reconstructor, registered like any trained analysis) and
 ``<out>/log.jsonl``. docs/TRAINING.md says why the codec stays frozen.
@@ -106,10 +108,11 @@ def neighbour_triple(count: int, index: int) -> tuple[int, int, int]:
 def sample_batch(sequences: list[dict], batch_size: int, crop: int, rng) -> tuple:
     import torch
 
-    prev, cur, nxt, gt = [], [], [], []
+    prev, cur, nxt, gt, qualities = [], [], [], [], []
     for _ in range(batch_size):
         sequence = sequences[rng.integers(len(sequences))]
-        features = sequence["features"][rng.integers(len(sequence["features"]))]
+        qualities.append(int(rng.integers(len(sequence["features"]))))
+        features = sequence["features"][qualities[-1]]
         count, _, height, width = features.shape
         a, b, c = neighbour_triple(count, int(rng.integers(count)))
         y, x = int(rng.integers(height - crop + 1)), int(rng.integers(width - crop + 1))
@@ -118,7 +121,7 @@ def sample_batch(sequences: list[dict], batch_size: int, crop: int, rng) -> tupl
             out.append(torch.from_numpy(features[index, :, window[0], window[1]]))
         gt.append(sequence["gt"][b][window])
     stack = lambda parts: torch.stack(parts).float()  # noqa: E731
-    return stack(prev), stack(cur), stack(nxt), (stack(gt) / 255.0)[:, None]
+    return stack(prev), stack(cur), stack(nxt), (stack(gt) / 255.0)[:, None], torch.tensor(qualities)
 
 
 def validate(analysis, sequences: list[dict]) -> dict:
@@ -139,7 +142,8 @@ def validate(analysis, sequences: list[dict]) -> dict:
                 decoded = torch.from_numpy(features[()]).float()
                 for index in range(decoded.shape[0]):
                     a, b, c = neighbour_triple(decoded.shape[0], index)
-                    image = analysis.analyze(decoded[a][None], decoded[b][None], decoded[c][None])["image"]
+                    image = analysis.analyze(decoded[a][None], decoded[b][None], decoded[c][None],
+                                             quality=quality)["image"]
                     images.append(image[0, 0].clamp(0.0, 1.0).numpy())
                 values = psnr_per_frame(truth, np.stack(images)).tolist()
                 per_quality.setdefault(quality, []).extend(values)
@@ -160,6 +164,8 @@ def main() -> None:
                         help="where the decoded features are cached (made if missing)")
     parser.add_argument("--out", type=Path, required=True, help="run directory (resumed if it holds a checkpoint)")
     parser.add_argument("--analysis", default=None, help="reconstructor to start from (default: the codec's)")
+    parser.add_argument("--quality-aware", action="store_true",
+                        help="add per-quality modulation to the AFR (identity at the start) and train it too")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop", type=int, default=128, help="side of the square training crops, in pixels")
@@ -181,6 +187,7 @@ def main() -> None:
     from spikecodec import DEFAULT_GOP, DEFAULT_STRIDE
     from spikecodec.codec import CodecError, analysis_spec
     from spikecodec.models.registry import ModelNotFoundError, get_spec, load_model
+    from spikecodec.models.sci import SCIConfig, SCIReconstructor
     from spikecodec.models.weights_io import load_state, load_weights, save_weights
     from spikecodec.training import atomic_write_text, image_loss, lr_schedule, save_analysis, truncate_log
 
@@ -198,6 +205,14 @@ def main() -> None:
     if start.decoded_motion:  # this stage trains AFR on its own motion estimate
         raise SystemExit(f"codec_stage_c2: {start.model_id!r} reads the decoded motion; start from a stage-b analysis")
     analysis_id = start.model_id
+    if args.quality_aware and not analysis.config.afr.qualities:
+        config = analysis.config.to_dict()
+        config["afr"]["qualities"] = get_spec(args.codec).config["qualities"]
+        aware = SCIReconstructor(SCIConfig.from_dict(config))
+        missing, unexpected = aware.load_state_dict(analysis.state_dict(), strict=False)
+        if unexpected or any(not name.endswith(("_log_scale", "_shift")) for name in missing):
+            raise SystemExit(f"codec_stage_c2: cannot start a quality-aware AFR from {analysis_id!r}")
+        analysis = aware
 
     training = cached(args.codec, args.data, args.cache_dir, stride, gop)
     held_out = cached(args.codec, args.val_data, args.cache_dir, stride, gop)[:args.val_limit]
@@ -244,8 +259,8 @@ def main() -> None:
     while step < args.steps:
         rng = np.random.default_rng([args.seed, step])  # a resumed run draws the same batches
         analysis.train()
-        prev, cur, nxt, gt = sample_batch(training, args.batch_size, args.crop, rng)
-        image = analysis.analyze(prev, cur, nxt)["image"]
+        prev, cur, nxt, gt, qualities = sample_batch(training, args.batch_size, args.crop, rng)
+        image = analysis.analyze(prev, cur, nxt, quality=qualities)["image"]
         loss, mse = image_loss(image, gt, args.loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

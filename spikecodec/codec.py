@@ -312,10 +312,11 @@ def neighbourhoods(decoded: Iterator[tuple[int, Any, Any]], count: int) -> Itera
         yield (window[-2] if len(window) > 1 else window[-1]), window[-1], window[-1]
 
 
-def _analyse(analysis: Any, previous: Any, current: Any, following: Any, refined_motion: bool) -> np.ndarray:
+def _analyse(analysis: Any, previous: Any, current: Any, following: Any, refined_motion: bool,
+             quality: int) -> np.ndarray:
     (_, f_prev, _), (_, f_cur, motion), (_, f_next, _) = previous, current, following
     use = motion if refined_motion and previous is not current else None
-    image = analysis.analyze(f_prev, f_cur, f_next, motion_prev=use)["image"]
+    image = analysis.analyze(f_prev, f_cur, f_next, motion_prev=use, quality=quality)["image"]
     return image[0, 0].clamp(0.0, 1.0).cpu().numpy()
 
 
@@ -368,7 +369,7 @@ def decode_stream(
             for previous, current, following in neighbourhoods(_decoded_features(codec, header, frames, hasher), count):
                 bar.update(1)
                 if target is None or current[0] == target:
-                    images.append(_analyse(analyser, previous, current, following, refined_motion))
+                    images.append(_analyse(analyser, previous, current, following, refined_motion, header.quality))
                     moments.append(header.phase + current[0] * header.stride)
                 if target is not None and current[0] == target:
                     break

@@ -303,3 +303,27 @@ def test_decoded_features_are_what_decode_analyses(stream):
         previous, following = max(index - 1, 0), min(index + 1, 17)
         image = analyser.analyze(features[previous], features[index], features[following])["image"]
         np.testing.assert_array_equal(image[0, 0].clamp(0.0, 1.0).detach().numpy(), decoded.frames[index])
+
+
+def test_decode_modulates_a_quality_aware_analysis_for_the_stream_quality(stream, tmp_path):
+    """A quality-aware AFR (stage c2 --quality-aware) is modulated by the quality in the stream's
+    header, and only by it."""
+    import torch
+
+    from spikecodec.codec import load_cloud_side
+    from spikecodec.models.sci import SCIConfig, SCIReconstructor
+
+    folder, _ = stream
+    encoded = encode_file(folder / "s.dat", tmp_path / "q1.sci", height=H, width=W, gop=4, quality=1, model=TINY)
+    codec, blind = load_cloud_side(encoded.header, None)
+    config = blind.config.to_dict()
+    config["afr"]["qualities"] = codec.config.qualities
+    aware = SCIReconstructor(SCIConfig.from_dict(config)).eval()
+    aware.load_state_dict(blind.state_dict(), strict=False)
+    reference = decode_stream(tmp_path / "q1.sci", models=(codec, blind)).frames
+    with torch.no_grad():
+        aware.afr.fuse2_shift[0] += 1.0  # another quality's modulation: no effect on this stream
+    np.testing.assert_allclose(decode_stream(tmp_path / "q1.sci", models=(codec, aware)).frames, reference, atol=1e-6)
+    with torch.no_grad():
+        aware.afr.fuse2_shift[1] += 1.0
+    assert not np.allclose(decode_stream(tmp_path / "q1.sci", models=(codec, aware)).frames, reference, atol=1e-3)

@@ -249,6 +249,33 @@ def test_afr_uses_given_motion():
         afr(features[0][:, :, :6], features[1], features[2])
 
 
+def test_quality_aware_afr_starts_as_the_blind_one_and_modulates_per_item():
+    torch.manual_seed(0)
+    sizes = dict(channels=4, motion_channels=8, offset_channels=8, fuse_channels=8)
+    blind = AFR(AFRConfig(**sizes))
+    aware = AFR(AFRConfig(**sizes, qualities=3))
+    missing, unexpected = aware.load_state_dict(blind.state_dict(), strict=False)
+    assert not unexpected and sorted(missing) == sorted(
+        f"{name}_{part}" for name in ("input", "fuse1", "fuse2") for part in ("log_scale", "shift"))
+    features = [torch.randn(2, 4, 12, 12) for _ in range(3)]
+    reference = blind(*features)["fused"]
+    assert torch.equal(aware(*features)["fused"], reference)  # no quality: no modulation
+    assert torch.allclose(aware(*features, quality=1)["fused"], reference)  # identity at initialisation
+    assert torch.equal(blind(*features, quality=2)["fused"], reference)  # a blind AFR ignores the quality
+    with torch.no_grad():
+        aware.fuse2_shift[2] += 0.5
+    per_item = aware(*features, quality=torch.tensor([0, 2]))["fused"]
+    assert torch.allclose(per_item[0], reference[0]) and not torch.allclose(per_item[1], reference[1])
+    assert torch.allclose(per_item[1:], aware([f[1:] for f in features][0], features[1][1:], features[2][1:],
+                                              quality=2)["fused"])
+    with pytest.raises(ValueError, match="qualities 0..2"):
+        aware(*features, quality=3)
+    with pytest.raises(ValueError, match="batch of 2"):
+        aware(*features, quality=torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match="qualities"):
+        AFRConfig(**sizes, qualities=-1)
+
+
 # ---------------------------------------------------------------------------------- reconstructor
 
 
@@ -382,7 +409,10 @@ def test_afr_cost_counts_hand_ops():
     costs = afr_cost(model.afr, 16, 16, model.head)
     names = " ".join(op.name for op in costs)
     assert "grid_sample" in names and "deform_conv2d bilinear" in names
-    assert total_macs(costs) > 0
+    assert total_macs(costs) > 0 and "quality modulation" not in names
+    aware = AFR(AFRConfig.from_dict({**TINY_SCI.afr.to_dict(), "qualities": 4}))
+    modulation = [op for op in afr_cost(aware, 16, 16) if "quality modulation" in op.name]
+    assert [(op.macs, op.kind) for op in modulation] == [((3 * 4 + 2 * 8) * 16 * 16, "elementwise")]
 
 
 # ---------------------------------------------------------------------------------- shipped weights

@@ -65,6 +65,27 @@ def test_stage_c2_on_decoded_streams_trains_resumes_and_exports(tiny_smotion, tm
     assert any(not torch.equal(tensors[k], v) for k, v in initial.items())
 
 
+def test_stage_c2_quality_aware_trains_the_modulation_and_decodes(tiny_smotion, tmp_path):
+    from spikecodec.models.sci import SCIConfig, SCIReconstructor
+    from spikecodec.models.weights_io import load_state, load_weights, subset
+
+    train, val = tiny_smotion
+    made = _run(str(ROOT / "scripts" / "codec_stage_c2.py"), TINY, "--data", str(train), "--val-data", str(val),
+                "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run"), "--batch-size", "4",
+                "--crop", "16", "--steps", "2", "--warmup-steps", "1", "--lr", "0.01", "--quality-aware")
+    assert made.returncode == 0, made.stderr
+    tensors, metadata = load_weights(tmp_path / "run" / "analysis.safetensors")
+    config = SCIConfig.from_dict(json.loads(metadata["config"]))
+    assert config.afr.qualities == 4
+    assert tensors["afr.fuse2_shift"].abs().sum() > 0  # the modulation trained from its zero start
+    analysis = SCIReconstructor(config)
+    load_state(analysis.afr, subset(tensors, "afr."), "run (AFR)")
+    load_state(analysis.head, subset(tensors, "head."), "run (head)")
+    features = [torch.rand(1, config.fem.channels, 16, 16) for _ in range(3)]
+    images = [analysis.analyze(*features, quality=q)["image"] for q in range(4)]
+    assert not torch.allclose(images[0], images[3])
+
+
 def test_stage_c2_refuses_bad_options_and_a_cache_of_other_data(tiny_smotion, tmp_path):
     script = str(ROOT / "scripts" / "codec_stage_c2.py")
     train, val = tiny_smotion

@@ -10,7 +10,10 @@ to t in two steps, in separate previous and next branches:
    feature. Offsets start at zero and are bounded by ``max_offset`` pixels (DCN trains unstably
    with free offsets).
 
-The two aligned neighbours and the current feature are fused by two 3x3 convolutions. The motion
+The two aligned neighbours and the current feature are fused by two 3x3 convolutions. An AFR
+trained on decoded features of several coding qualities (``qualities`` > 0) scales and shifts its
+input features and both fusion convolutions' outputs per channel by the quality the features were
+coded at (FiLM; identity at initialisation, and when no quality is given). The motion
 comes from the caller (the decoded, FMVR-refined motion of the codec) or, when absent, from a
 light motion estimator working at a quarter of the resolution. ``mode`` selects the ablations:
 ``"full"`` (warp then deform), ``"warp"`` (warp, then the same 3x3 convolution without offsets)
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +45,7 @@ class AFRConfig:
     deform_groups: int = 1
     max_offset: float = 8.0  # pixels; bounds the deformable offsets
     fuse_channels: int = 32
+    qualities: int = 0  # > 0: per-quality modulation for features decoded at quality 0..qualities-1
 
     def __post_init__(self) -> None:
         if self.mode not in AFR_MODES:
@@ -50,6 +54,8 @@ class AFRConfig:
             value = getattr(self, name)
             if int(value) != value or value < 1:
                 raise ValueError(f"AFR {name} must be a positive integer, got {value!r}")
+        if int(self.qualities) != self.qualities or self.qualities < 0:
+            raise ValueError(f"AFR qualities must be a non-negative integer, got {self.qualities!r}")
         if self.channels % self.deform_groups:
             raise ValueError(
                 f"AFR channels ({self.channels}) must be divisible by deform_groups ({self.deform_groups})"
@@ -223,6 +229,13 @@ class AFR(nn.Module):
         self.next = AlignBranch(config)
         self.fuse1 = nn.Conv2d(3 * config.channels, config.fuse_channels, 3, padding=1)
         self.fuse2 = nn.Conv2d(config.fuse_channels, config.fuse_channels, 3, padding=1)
+        if config.qualities:
+            # log-scales and shifts per (quality, channel): zeros are the identity, so a quality-aware
+            # AFR starts as the quality-blind one it is fine-tuned from
+            for name, width in (("input", config.channels), ("fuse1", config.fuse_channels),
+                                ("fuse2", config.fuse_channels)):
+                self.register_parameter(f"{name}_log_scale", nn.Parameter(torch.zeros(config.qualities, width)))
+                self.register_parameter(f"{name}_shift", nn.Parameter(torch.zeros(config.qualities, width)))
 
     @property
     def out_channels(self) -> int:
@@ -235,13 +248,17 @@ class AFR(nn.Module):
         f_next: torch.Tensor,
         motion_prev: torch.Tensor | None = None,
         motion_next: torch.Tensor | None = None,
+        quality: int | torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor | None]:
         """Fused features for the current moment.
 
         ``motion_prev``/``motion_next`` (B, 2, H, W), in pixels, map each current pixel to where it
         lies in the previous/next feature (backward warp); None lets the motion estimator predict
-        them (ignored in ``"deform"`` mode). Returns ``fused``, ``aligned_prev``, ``aligned_next``,
-        ``motion_prev``, ``motion_next`` (the motion used, None in ``"deform"`` mode).
+        them (ignored in ``"deform"`` mode). ``quality`` (an int or one per batch item): the coding
+        quality of the features, read by a quality-aware AFR (``qualities`` > 0) and ignored by
+        others; None (uncompressed features) leaves a quality-aware AFR unmodulated. Returns
+        ``fused``, ``aligned_prev``, ``aligned_next``, ``motion_prev``, ``motion_next`` (the motion
+        used, None in ``"deform"`` mode).
         """
         for name, tensor in (("f_prev", f_prev), ("f_next", f_next)):
             if tensor.shape != f_cur.shape:
@@ -250,14 +267,37 @@ class AFR(nn.Module):
             raise ValueError(
                 f"AFR expects features (B, {self.config.channels}, H, W), got {tuple(f_cur.shape)}"
             )
+        modulate = self._modulation(quality, f_cur.shape[0])
+        f_prev, f_cur, f_next = (modulate("input", f) for f in (f_prev, f_cur, f_next))
         aligned_prev, motion_prev = self.previous(f_cur, f_prev, motion_prev)
         aligned_next, motion_next = self.next(f_cur, f_next, motion_next)
-        x = F.relu(self.fuse1(torch.cat([aligned_prev, f_cur, aligned_next], dim=1)))
-        fused = F.relu(self.fuse2(x))
+        x = F.relu(modulate("fuse1", self.fuse1(torch.cat([aligned_prev, f_cur, aligned_next], dim=1))))
+        fused = F.relu(modulate("fuse2", self.fuse2(x)))
         return {
             "fused": fused, "aligned_prev": aligned_prev, "aligned_next": aligned_next,
             "motion_prev": motion_prev, "motion_next": motion_next,
         }
+
+    def _modulation(
+        self, quality: int | torch.Tensor | None, batch: int
+    ) -> Callable[[str, torch.Tensor], torch.Tensor]:
+        """``modulate(name, x)``: x scaled and shifted per channel for ``quality`` (identity when the
+        AFR is quality-blind or no quality is given)."""
+        if quality is None or not self.config.qualities:
+            return lambda name, x: x
+        index = torch.as_tensor(quality, dtype=torch.long, device=self.fuse1.weight.device).reshape(-1)
+        if index.numel() == 1:
+            index = index.expand(batch)
+        if index.numel() != batch:
+            raise ValueError(f"quality holds {index.numel()} values for a batch of {batch}")
+        if bool(((index < 0) | (index >= self.config.qualities)).any()):
+            raise ValueError(f"this AFR knows qualities 0..{self.config.qualities - 1}, got {index.tolist()}")
+
+        def modulate(name: str, x: torch.Tensor) -> torch.Tensor:
+            scale = getattr(self, f"{name}_log_scale")[index].exp()[:, :, None, None]
+            return x * scale + getattr(self, f"{name}_shift")[index][:, :, None, None]
+
+        return modulate
 
 
 __all__ = ["AFR", "AFRConfig", "AFR_MODES", "AlignBranch", "MotionEstimator", "deform_conv3x3_sampled", "flow_warp"]

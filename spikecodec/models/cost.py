@@ -125,6 +125,9 @@ def afr_cost(afr: AFR, height: int, width: int, head: nn.Module | None = None) -
             costs.append(OpCost(f"afr.{branch} deform_conv2d mask modulation", c * 9 * pixels, "elementwise"))
         # the branch's own 3x3 weights: deform_conv2d, or a plain conv2d in "warp" mode
         costs.append(OpCost(f"afr.{branch} alignment conv3x3", c * 9 * c * pixels))
+    if config.qualities:
+        costs.append(OpCost("afr.quality modulation (three inputs, two fusion outputs)",
+                            (3 * c + 2 * config.fuse_channels) * pixels, "elementwise"))
     return costs
 
 

@@ -111,6 +111,8 @@ CODEC_V2 = FeatureCodecConfig(
 CODEC_V3 = laplace_config(CODEC_V2)
 # sci-codec-v4: sci-codec-v3 whose P frames code z against the previous P frame's z
 CODEC_V4 = dataclasses.replace(CODEC_V3, temporal_z=True, z_hysteresis=0.35)
+# the default analysis with the AFR's per-quality modulation, for features decoded at the 4 qualities
+SMALL_SCI_QUALITY_AWARE = SCIConfig(afr=AFRConfig(qualities=4))
 BASELINE_CNN = PlainCNNConfig()  # 41 frames, width 56, 6 layers: ~134k parameters, like SCI's ~138k
 
 # one weights file, two registry entries: sci-codec-v3 streams decode to sci-codec-v2's features
@@ -215,7 +217,12 @@ _SPECS = [
                           "refitted; S-Motion val: BD-rate -14% against sci-codec-v4"),
     dataclasses.replace(CLASSIFIER_V2, model_id="sci-codec-v5-mnist", base="sci-codec-v5",
                         description="sci-codec-v2-mnist's weights for sci-codec-v5 streams"),
-    ModelSpec("sci-codec-v6", "codec", CODEC_V4.to_dict(), base="sci-small-v1", analysis="sci-small-v1-recon",
+    ModelSpec("sci-codec-v6-recon", "reconstructor", SMALL_SCI_QUALITY_AWARE.to_dict(), base="sci-small-v1",
+              weights="sci-codec-v6-recon.safetensors", sha256="71c8be7ae9228a7d59ba23347597769fc891503eb7c2670a1bc4aa8583b2f095",
+              description="sci-small-v1-recon fine-tuned on the features decoded from sci-codec-v6 streams of S-Motion "
+                          "train at every quality, the codec frozen, its AFR modulated per quality (stage c2 "
+                          "--quality-aware); sci-codec-v6's analysis"),
+    ModelSpec("sci-codec-v6", "codec", CODEC_V4.to_dict(), base="sci-small-v1", analysis="sci-codec-v6-recon",
               weights="sci-codec-v6.safetensors", sha256="0cc789e8dd2ef03f31081c95a20a07a64c7078c3b6eee1fb945d4a16f5f60b4f",
               description="sci-codec-v5 whose P-frame coder was fine-tuned 625 more steps (stage inter), then its z "
                           "scales in time refitted; S-Motion val: BD-rate -9.6% against sci-codec-v5"),

@@ -164,9 +164,13 @@ class SCIReconstructor(nn.Module):
         f_next: torch.Tensor,
         motion_prev: torch.Tensor | None = None,
         motion_next: torch.Tensor | None = None,
+        quality: int | torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor | None]:
-        """Cloud side: features of t - stride, t, t + stride -> ``{"image", "fused", "motion_prev", "motion_next"}``."""
-        aligned = self.afr(f_prev, f_cur, f_next, motion_prev, motion_next)
+        """Cloud side: features of t - stride, t, t + stride -> ``{"image", "fused", "motion_prev", "motion_next"}``.
+
+        ``quality``: the coding quality of decoded features (see :class:`AFR`); None for raw features.
+        """
+        aligned = self.afr(f_prev, f_cur, f_next, motion_prev, motion_next, quality=quality)
         return {
             "image": self.head(aligned["fused"]), "fused": aligned["fused"],
             "motion_prev": aligned["motion_prev"], "motion_next": aligned["motion_next"],
