@@ -229,7 +229,11 @@ def main() -> None:
     step = 0
     if state_path.exists():
         state = json.loads(state_path.read_text())
-        load_state(analysis, load_weights(args.out / "checkpoint.safetensors")[0], f"checkpoint {args.out}")
+        try:
+            load_state(analysis, load_weights(args.out / "checkpoint.safetensors")[0], f"checkpoint {args.out}")
+        except ValueError as error:  # e.g. a quality-aware run resumed without --quality-aware
+            raise SystemExit(f"codec_stage_c2: {args.out} holds another analysis's checkpoint "
+                             f"(--analysis or --quality-aware differ?): {error}") from None
         saved = torch.load(args.out / "optimizer.pt", weights_only=True)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])

@@ -77,6 +77,9 @@ def test_stage_c2_quality_aware_trains_the_modulation_and_decodes(tiny_smotion, 
     tensors, metadata = load_weights(tmp_path / "run" / "analysis.safetensors")
     config = SCIConfig.from_dict(json.loads(metadata["config"]))
     assert config.afr.qualities == 4
+    blind = _run(str(ROOT / "scripts" / "codec_stage_c2.py"), TINY, "--data", str(train), "--val-data", str(val),
+                 "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run"), "--steps", "3", "--crop", "16")
+    assert blind.returncode != 0 and "--quality-aware differ" in blind.stderr and "Traceback" not in blind.stderr
     assert tensors["afr.fuse2_shift"].abs().sum() > 0  # the modulation trained from its zero start
     analysis = SCIReconstructor(config)
     load_state(analysis.afr, subset(tensors, "afr."), "run (AFR)")
