@@ -671,11 +671,12 @@ class CodecStage(nn.Module):
             terms = {"rate": rate.mean().detach(), "hyper_rate": (hyper_bits / pixels).mean().detach()}
             image = None
             if not torch.is_grad_enabled():
-                image = self.analysis.analyze(decoded[index - 1], decoded[index], decoded[index + 1])["image"]
+                image = self.analysis.analyze(decoded[index - 1], decoded[index], decoded[index + 1],
+                                              quality=quality)["image"]
             return rate.mean(), terms, image
         # the I frame (stage intra) has no previous moment: its own feature stands in, as at a stream's start
         image = self.analysis.analyze(decoded[max(index - 1, 0)], decoded[index], decoded[index + 1],
-                                      motion_prev=motions[index])["image"]
+                                      motion_prev=motions[index], quality=quality)["image"]
         image_mse = ((image - gt) ** 2).mean(dim=(1, 2, 3))
         lambdas = torch.tensor(self.codec.config.lambdas, dtype=rate.dtype, device=rate.device)[quality]
         loss = (rate + lambdas * (image_mse + config.feature_weight * feature_mse)).mean()

@@ -307,6 +307,23 @@ def _codec_config(stage: str, **changes) -> TrainConfig:
     return tiny_config(**{**settings, **changes})
 
 
+def test_codec_stages_give_the_analysis_the_quality_each_sample_was_coded_at(tmp_path, monkeypatch):
+    """As decode does: a quality-aware analysis is modulated for the sample's quality."""
+    from spikecodec.models.sci import SCIReconstructor
+
+    seen = []
+    analyze = SCIReconstructor.analyze
+
+    def recording(self, *args, quality=None, **kwargs):
+        seen.append(quality)
+        return analyze(self, *args, quality=quality, **kwargs)
+
+    monkeypatch.setattr(SCIReconstructor, "analyze", recording)
+    run(_codec_config("c1", steps=1), tmp_path / "c1")
+    assert seen and all(isinstance(q, torch.Tensor) and q.dtype == torch.long for q in seen)
+    assert all(0 <= int(v) < 4 for q in seen for v in q)
+
+
 def test_stage_c1_then_c2_export_a_working_codec(tmp_path):
     from spikecodec.models.codec import LATENT_NAMES
     from spikecodec.training import load_codec_weights
