@@ -1,14 +1,15 @@
 """Stage (c2) on decoded streams: fine-tune the analysis (AFR + reconstruction head) of a codec on
 the features its real decoder gives, the codec itself frozen.
 
-    python scripts/codec_stage_c2.py sci-codec-v4 --data data/smotion_train78.h5 \
-        --val-data data/smotion_val.h5 --cache-dir data/c2_cache --out runs/c2v4
+    python scripts/codec_stage_c2.py sci-codec-v4 --analysis sci-small-v1-recon \
+        --data data/smotion_train78.h5 --val-data data/smotion_val.h5 --cache-dir data/c2_cache --out runs/c2v4
 
 Every sequence of ``--data`` (training) and ``--val-data`` (validation, other photographs) is
 encoded at every quality exactly as ``spikecodec encode`` does (stride, GOP, phase of ``eval``)
 and decoded back to features; those features (float16) and the ground truth at each moment are
-cached once in ``--cache-dir``. The stage-b analysis the codec names (``--analysis`` to
-override) is then trained on random crops of (previous, current, next) decoded features with the
+cached once in ``--cache-dir``. The analysis ``--analysis`` names (a reconstructor of the codec's
+features; no default, so that a command names its start whatever the registry later makes the
+codec's analysis) is then trained on random crops of (previous, current, next) decoded features with the
 image loss of stage b (``--loss``), quality drawn per sample, and scored on the validation
 sequences at full frame (mean PSNR over moments) before, during and after. ``--quality-aware``
 adds the AFR's per-quality modulation (``AFRConfig.qualities``) and trains it with the rest, each
@@ -163,7 +164,8 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=Path("data/c2_cache"),
                         help="where the decoded features are cached (made if missing)")
     parser.add_argument("--out", type=Path, required=True, help="run directory (resumed if it holds a checkpoint)")
-    parser.add_argument("--analysis", default=None, help="reconstructor to start from (default: the codec's)")
+    parser.add_argument("--analysis", required=True,
+                        help="reconstructor to start from, e.g. the stage-b analysis sci-small-v1-recon")
     parser.add_argument("--quality-aware", action="store_true",
                         help="add per-quality modulation to the AFR (identity at the start) and train it too")
     parser.add_argument("--steps", type=int, default=1500)

@@ -10,6 +10,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "sci-tiny-test-codec"
+RECON = "sci-tiny-test-recon"  # the tiny codec's analysis: the stage-c2 start
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -33,7 +34,8 @@ def test_stage_c2_on_decoded_streams_trains_resumes_and_exports(tiny_smotion, tm
 
     script = str(ROOT / "scripts" / "codec_stage_c2.py")
     train, val = tiny_smotion
-    common = [script, TINY, "--data", str(train), "--val-data", str(val), "--cache-dir", str(tmp_path / "cache"),
+    common = [script, TINY, "--analysis", RECON, "--data", str(train), "--val-data", str(val),
+              "--cache-dir", str(tmp_path / "cache"),
               "--out", str(tmp_path / "run"), "--batch-size", "2", "--crop", "16",
               "--validate-every", "2", "--checkpoint-every", "2", "--warmup-steps", "1", "--lr", "0.01"]
     first = _run(*common, "--steps", "3")
@@ -70,15 +72,17 @@ def test_stage_c2_quality_aware_trains_the_modulation_and_decodes(tiny_smotion, 
     from spikecodec.models.weights_io import load_state, load_weights, subset
 
     train, val = tiny_smotion
-    made = _run(str(ROOT / "scripts" / "codec_stage_c2.py"), TINY, "--data", str(train), "--val-data", str(val),
-                "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run"), "--batch-size", "4",
-                "--crop", "16", "--steps", "2", "--warmup-steps", "1", "--lr", "0.01", "--quality-aware")
+    made = _run(str(ROOT / "scripts" / "codec_stage_c2.py"), TINY, "--analysis", RECON, "--data", str(train),
+                "--val-data", str(val), "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run"),
+                "--batch-size", "4", "--crop", "16", "--steps", "2", "--warmup-steps", "1", "--lr", "0.01",
+                "--quality-aware")
     assert made.returncode == 0, made.stderr
     tensors, metadata = load_weights(tmp_path / "run" / "analysis.safetensors")
     config = SCIConfig.from_dict(json.loads(metadata["config"]))
     assert config.afr.qualities == 4
-    blind = _run(str(ROOT / "scripts" / "codec_stage_c2.py"), TINY, "--data", str(train), "--val-data", str(val),
-                 "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run"), "--steps", "3", "--crop", "16")
+    blind = _run(str(ROOT / "scripts" / "codec_stage_c2.py"), TINY, "--analysis", RECON, "--data", str(train),
+                 "--val-data", str(val), "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run"),
+                 "--steps", "3", "--crop", "16")
     assert blind.returncode != 0 and "--quality-aware differ" in blind.stderr and "Traceback" not in blind.stderr
     assert tensors["afr.fuse2_shift"].abs().sum() > 0  # the modulation trained from its zero start
     analysis = SCIReconstructor(config)
@@ -92,21 +96,27 @@ def test_stage_c2_quality_aware_trains_the_modulation_and_decodes(tiny_smotion, 
 def test_stage_c2_refuses_bad_options_and_a_cache_of_other_data(tiny_smotion, tmp_path):
     script = str(ROOT / "scripts" / "codec_stage_c2.py")
     train, val = tiny_smotion
-    common = [script, TINY, "--data", str(train), "--val-data", str(val), "--cache-dir", str(tmp_path / "cache"),
+    common = [script, TINY, "--analysis", RECON, "--data", str(train), "--val-data", str(val),
+              "--cache-dir", str(tmp_path / "cache"),
               "--out", str(tmp_path / "run"), "--steps", "1"]
     made = _run(*common, "--crop", "999")
     assert made.returncode != 0 and "--crop must be" in made.stderr
+    # no default start: the codec's named analysis changes as analyses are registered
+    unnamed = _run(script, TINY, "--data", str(train), "--val-data", str(val), "--out", str(tmp_path / "r0"))
+    assert unnamed.returncode != 0 and "--analysis" in unnamed.stderr
     elsewhere = tmp_path / "moved" / "train.h5"  # same name, other file: its cache is refused
     elsewhere.parent.mkdir()
     elsewhere.write_bytes(train.read_bytes())
-    other = _run(script, TINY, "--data", str(elsewhere), "--val-data", str(val), "--cache-dir", str(tmp_path / "cache"),
+    other = _run(script, TINY, "--analysis", RECON, "--data", str(elsewhere), "--val-data", str(val),
+                 "--cache-dir", str(tmp_path / "cache"),
                  "--out", str(tmp_path / "run2"), "--steps", "1", "--crop", "16")
     assert other.returncode != 0 and "delete it" in other.stderr
-    unknown = _run(script, "no-such-codec", "--data", str(train), "--val-data", str(val),
+    unknown = _run(script, "no-such-codec", "--analysis", RECON, "--data", str(train), "--val-data", str(val),
                    "--cache-dir", str(tmp_path / "x"), "--out", str(tmp_path / "r"))
     assert unknown.returncode != 0 and "codec_stage_c2:" in unknown.stderr and "Traceback" not in unknown.stderr
     # sci-codec-v1's analysis (stage c2 of v1) reads the decoded motion, which this stage does not train
-    motion = _run(script, "sci-codec-v1", "--data", str(train), "--val-data", str(val),
+    motion = _run(script, "sci-codec-v1", "--analysis", "sci-codec-v1-recon", "--data", str(train),
+                  "--val-data", str(val),
                   "--cache-dir", str(tmp_path / "y"), "--out", str(tmp_path / "r"))
     assert motion.returncode != 0 and "reads the decoded motion" in motion.stderr
     assert not (tmp_path / "y").exists()
